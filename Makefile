@@ -1,0 +1,32 @@
+# npay-billing: the two commands a new user needs are `make run` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install test run lint bench clean
+
+install: $(STAMP)
+
+# Installs exactly the versions in constraints.txt (generated with `pip freeze`), so CI and a
+# fresh clone get what the tests were run with; pyproject.toml keeps the allowed ranges.
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	bash scripts/run.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check models scheduler worker sandbox tests bench celeryconfig.py
+
+bench: $(STAMP)
+	$(PY) bench/bench_client_sandbox.py
+
+clean:
+	rm -rf $(VENV) var/*.db var/redis

@@ -1,0 +1,63 @@
+"""Session-wide real services: redis-server, PostgreSQL, the NAVER Pay sandbox.
+
+Started once per test session on free loopback ports and stopped at the end. Tests that need
+a clean slate ask for the function-scoped fixtures (a fresh Redis db flush, a fresh database,
+a sandbox reset).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests import services
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[services.Service]:
+    svc = services.start_redis()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> Iterator[services.Service]:
+    svc = services.start_postgres()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox_service() -> Iterator[services.Service]:
+    svc = services.start_sandbox()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def sandbox_url(sandbox_service: services.Service) -> str:
+    """The sandbox's base URL, with its state reset for this test."""
+    httpx.post(f"{sandbox_service.url}/_sandbox/reset", timeout=5).raise_for_status()
+    return sandbox_service.url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return f"sqlite:///{tmp_path / 'npay.db'}"
+
+
+@pytest.fixture
+def postgres_url(postgres_service: services.Service) -> str:
+    """A brand-new database in the session's PostgreSQL cluster."""
+    return services.create_pg_database(postgres_service, f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("postgres_url"))
