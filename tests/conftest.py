@@ -61,3 +61,44 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("postgres_url"))
+
+
+class Database:
+    """A migrated database: its URL, an engine and a session factory."""
+
+    def __init__(self, url: str) -> None:
+        from models import make_engine, make_session_factory
+        from models.migrate import upgrade
+
+        upgrade(url)
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = make_session_factory(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def sql(self, statement: str, **params: object) -> list:  # type: ignore[type-arg]
+        """Run SQL the way a user would, committing; returns rows for a SELECT."""
+        import sqlalchemy as sa
+
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return list(result) if result.returns_rows else []
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A freshly migrated database, once on SQLite and once on PostgreSQL."""
+    database = Database(database_url)
+    yield database
+    database.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url: str) -> Iterator[Database]:
+    """A freshly migrated SQLite database."""
+    database = Database(sqlite_url)
+    yield database
+    database.engine.dispose()

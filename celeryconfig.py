@@ -1,0 +1,37 @@
+"""Celery settings, read from the environment; safe for money.
+
+Tasks are named by string here (``scheduler.walk``); the app lives in ``worker``.
+"""
+
+import os
+
+broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+broker_connection_retry_on_startup = True
+# A message is acknowledged only after its task finished; a killed worker's message goes back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Longer than any task (hard limit below), so Redis never redelivers a running task.
+broker_transport_options = {"visibility_timeout": int(os.environ.get("BILLING_VISIBILITY_TIMEOUT", "3600"))}
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_backend = None
+task_soft_time_limit = int(os.environ.get("BILLING_TASK_SOFT_TIME_LIMIT", "240"))
+task_time_limit = int(os.environ.get("BILLING_TASK_TIME_LIMIT", "300"))
+timezone = "UTC"
+enable_utc = True
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+# One beat entry in total: the walk. Never one entry per subscription.
+beat_schedule = {
+    "walk": {
+        "task": "scheduler.walk",
+        "schedule": float(os.environ.get("BILLING_WALK_INTERVAL", "10")),
+        "options": {"expires": float(os.environ.get("BILLING_WALK_INTERVAL", "10")) * 3},
+    },
+}
+beat_schedule_filename = os.environ.get("BILLING_BEAT_SCHEDULE", "var/celerybeat-schedule")

@@ -1,0 +1,212 @@
+"""Notifications through an outbox: written with the state change, delivered by their own task.
+
+``queue(session, event, charge, now)`` adds one ``notifications`` row per channel *inside the
+transaction that changed the charge*, so a notification exists if and only if the change
+committed. ``deliver(...)`` claims a row (compare-and-set ``pending -> sending`` with a
+lease), sends it with short tenacity retries, and marks it ``sent``. A row is sent at most
+once by us; if a worker dies between sending and marking, the retry carries the same
+``event_id`` so the receiver can drop the duplicate (the webhook's documented dedup key).
+
+Channels:
+* ``webhook`` to the merchant's ``webhook_url``: JSON body, ``X-Npay-Billing-Event-Id``,
+  ``X-Npay-Billing-Timestamp`` and ``X-Npay-Billing-Signature: sha256=<hex>`` where the HMAC-
+  SHA256 key is the merchant's ``webhook_secret`` and the message is ``"{timestamp}.{body}"``.
+* ``email`` to the customer (``subscriptions.customer_email``) over SMTP, in Korean, when the
+  merchant has ``notify_email = 1``.
+A final failure always produces a row: with no channel configured it is kept with status
+``no_channel`` (and logged), so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+from models import Charge, Merchant, Notification, Subscription
+from models import NotificationStatus as NS
+
+log = logging.getLogger(__name__)
+
+FINAL_FAILURE = "charge.final_failure"
+ATTEMPT_FAILED = "charge.attempt_failed"
+SUCCEEDED = "charge.succeeded"
+AMOUNT_MISMATCH = "charge.amount_mismatch"
+# notify_on names (merchant column) for the optional events; final failure is always sent.
+OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
+KST = ZoneInfo("Asia/Seoul")
+MAX_DELIVERIES = 8
+
+
+def korean_text(event: str, charge: Charge, sub: Subscription) -> str:
+    """The customer-facing sentence for ``event``."""
+    product, amount = sub.product_name, f"{charge.amount:,}원"
+    if event == SUCCEEDED:
+        return f"[{product}] 정기결제 {amount}이 정상적으로 결제되었습니다."
+    if event == ATTEMPT_FAILED:
+        when = charge.next_attempt_at.astimezone(KST).strftime("%Y-%m-%d %H:%M") if charge.next_attempt_at else ""
+        return (f"[{product}] 정기결제 {amount} 승인이 실패했습니다({charge.last_code}). "
+                f"{when}에 다시 시도합니다. 결제수단의 잔액과 상태를 확인해 주세요.")
+    if event == AMOUNT_MISMATCH:
+        return f"[{product}] 정기결제 승인 금액이 요청 금액({amount})과 달라 확인이 필요합니다."
+    tail = " 네이버페이 정기결제 등록이 해지되었습니다." if sub.status in ("revoking", "revoked") else ""
+    return (f"[{product}] 정기결제 {amount}이 {charge.attempt_count}회 시도 끝에 최종 실패했습니다"
+            f"({charge.last_code}).{tail} 결제수단을 확인하신 뒤 다시 신청해 주세요.")
+
+
+def _payload(event: str, event_id: str, charge: Charge, sub: Subscription, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id, "event": event, "occurred_at": now.isoformat(),
+        "merchant_id": sub.merchant_id,
+        "subscription": {"id": sub.id, "recurrent_id": sub.recurrent_id, "status": sub.status,
+                         "merchant_user_id": sub.merchant_user_id, "product_code": sub.product_code,
+                         "product_name": sub.product_name},
+        "charge": {"id": charge.id, "cycle_at": charge.cycle_at.isoformat(), "amount": charge.amount,
+                   "status": charge.status, "attempt_count": charge.attempt_count,
+                   "last_code": charge.last_code, "payment_id": charge.payment_id,
+                   "next_attempt_at": charge.next_attempt_at.isoformat() if charge.next_attempt_at else None},
+        "message": korean_text(event, charge, sub),
+    }
+
+
+def channels(merchant: Merchant, sub: Subscription, event: str) -> list[str]:
+    """The channels ``event`` goes to for this merchant and customer."""
+    if event != FINAL_FAILURE:
+        wanted = {part.strip() for part in (merchant.notify_on or "").split(",")}
+        if OPTIONAL.get(event) not in wanted:
+            return []
+    found = []
+    if merchant.webhook_url:
+        found.append("webhook")
+    if merchant.notify_email and sub.customer_email and event != AMOUNT_MISMATCH:
+        found.append("email")
+    return found
+
+
+def queue(session: Session, event: str, charge: Charge, now: datetime) -> list[int]:
+    """Add outbox rows for ``event`` in the caller's transaction; returns ids to deliver."""
+    sub = session.get(Subscription, charge.subscription_id)
+    assert sub is not None
+    targets = channels(sub.merchant, sub, event)
+    if not targets and event == FINAL_FAILURE:
+        log.warning("charge %s failed finally but merchant %s has no notification channel",
+                    charge.id, sub.merchant_id, extra={"charge_id": charge.id})
+        targets = ["none"]
+    rows = []
+    for channel in targets:
+        event_id = uuid.uuid4().hex
+        rows.append(Notification(
+            event_id=event_id, dedupe_key=f"{event}:{charge.id}:{charge.attempt_count}", event=event,
+            channel=channel, subscription_id=sub.id, charge_id=charge.id,
+            payload=json.dumps(_payload(event, event_id, charge, sub, now), ensure_ascii=False),
+            status=NS.NO_CHANNEL if channel == "none" else NS.PENDING, created_at=now,
+            lease_until=now + timedelta(minutes=2)))
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows if row.status == NS.PENDING]
+
+
+# --- delivery -------------------------------------------------------------------------------
+
+class Sender(Protocol):
+    """Sends one notification; raises on failure."""
+
+    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription) -> None: ...
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The webhook signature header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+@dataclass(frozen=True)
+class WebhookSender:
+    """POSTs the payload to the merchant's webhook, signed."""
+
+    http: httpx.Client
+    clock: Callable[[], datetime]
+
+    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription) -> None:
+        assert merchant.webhook_url
+        body = notification.payload.encode()
+        timestamp = str(int(self.clock().timestamp()))
+        headers = {"Content-Type": "application/json; charset=utf-8",
+                   "X-Npay-Billing-Event-Id": notification.event_id,
+                   "X-Npay-Billing-Timestamp": timestamp}
+        if merchant.webhook_secret:
+            headers["X-Npay-Billing-Signature"] = sign(merchant.webhook_secret, timestamp, body)
+        response = self.http.post(merchant.webhook_url, content=body, headers=headers)
+        response.raise_for_status()
+
+
+@dataclass(frozen=True)
+class EmailSender:
+    """Sends the Korean message to the customer over SMTP."""
+
+    host: str
+    port: int
+    sender: str
+
+    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription) -> None:
+        payload = json.loads(notification.payload)
+        message = EmailMessage()
+        message["From"], message["To"] = self.sender, sub.customer_email
+        message["Subject"] = f"[{sub.product_name}] 정기결제 안내"
+        message["X-Npay-Billing-Event-Id"] = notification.event_id
+        message.set_content(payload["message"])
+        with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:
+            smtp.send_message(message)
+
+
+def deliver(sessions: sessionmaker[Session], notification_id: int, senders: dict[str, Sender],
+            clock: Callable[[], datetime], sleep: Callable[[float], None],
+            lease: timedelta = timedelta(minutes=2)) -> str:
+    """Claim, send and mark one notification; returns its status afterwards."""
+    now = clock()
+    with sessions.begin() as s:
+        claimed = s.execute(
+            update(Notification).where(
+                Notification.id == notification_id,
+                or_(Notification.status == NS.PENDING,
+                    (Notification.status == NS.SENDING) & (Notification.lease_until < now)))
+            .values(status=NS.SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
+        ).rowcount
+        row = s.get(Notification, notification_id)
+        if row is None:
+            return "missing"
+        if not claimed:
+            return row.status  # already sent, or another worker holds it
+        sub = s.get(Subscription, row.subscription_id)
+        assert sub is not None
+        merchant = sub.merchant
+    try:
+        Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
+                 sleep=sleep, reraise=True)(senders[row.channel], row, merchant, sub)
+    except Exception as exc:  # noqa: BLE001 - any failure of a channel is recorded, retried later
+        final = row.attempts >= MAX_DELIVERIES
+        with sessions.begin() as s:
+            s.execute(update(Notification).where(Notification.id == notification_id).values(
+                status=NS.FAILED if final else NS.PENDING, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                lease_until=clock() + timedelta(seconds=30 * 2 ** min(row.attempts, 8))))
+        log.warning("notification %s (%s) not delivered: %s", notification_id, row.channel, exc)
+        return NS.FAILED if final else NS.PENDING
+    with sessions.begin() as s:
+        s.execute(update(Notification).where(Notification.id == notification_id,
+                                             Notification.status == NS.SENDING)
+                  .values(status=NS.SENT, sent_at=clock(), last_error=None))
+    return NS.SENT

@@ -1,0 +1,79 @@
+"""Per-process resources of a worker: one engine, one session factory, one client per merchant.
+
+Built lazily on first use in each (forked) worker process, never at import time, so the
+prefork pool does not share sockets across processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Merchant, make_engine, make_session_factory, utcnow
+from worker.charging import ChargeEngine
+from worker.naverpay.client import NaverPayClient
+from worker.naverpay.config import NaverPayConfig
+from worker.notify import EmailSender, Sender, WebhookSender
+from worker.settings import Settings
+
+
+def merchant_config(base: NaverPayConfig, merchant: Merchant) -> NaverPayConfig:
+    """The NAVER Pay config of ``merchant``: its columns override the environment's values."""
+    secret = base.client_secret
+    if merchant.client_secret_env:
+        secret = os.environ.get(merchant.client_secret_env, "")
+        if not secret:
+            raise ValueError(f"merchant {merchant.id}: environment variable "
+                             f"{merchant.client_secret_env} (client_secret_env) is not set")
+    return replace(base, api_base=merchant.api_base or base.api_base,
+                   partner_id=merchant.partner_id or base.partner_id,
+                   client_id=merchant.client_id or base.client_id,
+                   chain_id=merchant.chain_id or base.chain_id, client_secret=secret)
+
+
+@dataclass
+class Runtime:
+    """The worker process's long-lived objects."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    _clients: dict[tuple[object, ...], NaverPayClient] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client_for(self, merchant: Merchant) -> NaverPayClient:
+        """One client per distinct merchant configuration, created once."""
+        config = merchant_config(self.settings.naverpay, merchant)
+        key = (config.api_base, config.partner_id, config.client_id, config.chain_id,
+               config.client_secret)
+        with self._lock:
+            if key not in self._clients:
+                from worker.metrics import observe_naverpay
+                self._clients[key] = NaverPayClient(config, observer=observe_naverpay)
+            return self._clients[key]
+
+    def charge_engine(self) -> ChargeEngine:
+        """The charge state machine's collaborators."""
+        return ChargeEngine(sessions=self.sessions, client_for=self.client_for, clock=utcnow,
+                            sleep=time.sleep, lease=self.settings.lease)
+
+    def senders(self) -> dict[str, Sender]:
+        """The notification channels."""
+        s = self.settings
+        return {"webhook": WebhookSender(httpx.Client(timeout=10), utcnow),
+                "email": EmailSender(s.smtp_host, s.smtp_port, s.smtp_from)}
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """This process's runtime (built on first use)."""
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    return Runtime(settings=settings, engine=engine, sessions=make_session_factory(engine))

@@ -1,0 +1,63 @@
+"""The application's own settings: one frozen object built from the environment.
+
+Celery's settings live in ``celeryconfig.py``; these are the worker's. See the README's
+configuration table (DESIGN.md section 6 is the contract).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from models.db import database_url_from_env
+from scheduler.walk import WalkConfig
+from worker.naverpay.config import NaverPayConfig
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker reads from the environment, read once."""
+
+    database_url: str
+    naverpay: NaverPayConfig = field(repr=False)
+    walk_interval: float = 10.0
+    lease: timedelta = timedelta(minutes=5)
+    walk: WalkConfig = WalkConfig()
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_from: str = "billing@localhost"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read ``DATABASE_URL``, ``NAVERPAY_*``, ``BILLING_*`` and ``SMTP_*``."""
+        lease = timedelta(seconds=_number(environ, "BILLING_LEASE_SECONDS", 300))
+        walk = WalkConfig(
+            batch_size=int(_number(environ, "BILLING_BATCH_SIZE", 500)),
+            lease=lease,
+            missed_grace=timedelta(seconds=_number(environ, "BILLING_MISSED_GRACE_SECONDS", 3600)),
+        )
+        return cls(
+            database_url=database_url_from_env(environ),
+            naverpay=NaverPayConfig.from_env(environ),
+            walk_interval=_number(environ, "BILLING_WALK_INTERVAL", 10),
+            lease=lease,
+            walk=walk,
+            smtp_host=environ.get("SMTP_HOST", "127.0.0.1"),
+            smtp_port=int(_number(environ, "SMTP_PORT", 25)),
+            smtp_from=environ.get("SMTP_FROM", "billing@localhost"),
+        )
