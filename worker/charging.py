@@ -139,6 +139,10 @@ def _release(engine: ChargeEngine, charge_id: int, owner: str) -> None:
     with engine.sessions.begin() as s:
         charge = s.get(Charge, charge_id)
         if charge is not None:
+            if charge.status == CS.RETRY_WAIT or charge.status in FINAL_CHARGE_STATUSES:
+                # Waiting for next_attempt_at (or done): the walk may claim it when it is due.
+                # An in-flight charge keeps its lease, after which the walk takes it again.
+                charge.lease_until = None
             s.execute(update(Subscription)
                       .where(Subscription.id == charge.subscription_id,
                              Subscription.lock_owner == owner)

@@ -1,0 +1,161 @@
+"""The HTTP layer: Starlette routes, and the pipeline every NAVER API call goes through.
+
+Pipeline of one call to ``POST /{partnerId}/naverpay/payments/{api}`` (any partnerId, any host):
+
+1. maintenance switch (HTTP 503, or HTTP 200 ``MaintenanceOngoing``);
+2. credentials: wrong id/secret -> HTTP 401 (or 200 ``InvalidMerchant``), unknown chain id ->
+   HTTP 200 ``InvalidMerchant``;
+3. global faults (seeded random 5xx / ``MaintenanceOngoing``, then fixed latency);
+4. fields from the query string and the body (form or JSON);
+5. idempotency: a repeated key gets HTTP 409 with the first answer's bytes (or ``AlreadyOnGoing``
+   while the first still runs); the key is echoed on every answer;
+6. the handler, which answers an :class:`~sandbox.codes.Answer` (business failures are HTTP 200).
+
+Per request the work is a few dict lookups and one JSON encode; nothing is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from sandbox import api_payments, api_recurrent, control
+from sandbox.codes import Answer, ApiError, Code, fail
+from sandbox.context import ApiSpec, Ctx, IdempotencySlot
+from sandbox.idempotency import MAX_KEY_LENGTH
+from sandbox.params import Params, parse
+from sandbox.state import Runtime, SandboxState
+
+JSON_TYPE = b"application/json;charset=UTF-8"
+IDEMPOTENCY_HEADER = "X-NaverPay-Idempotency-Key"
+IDEMPOTENCY_HEADER_RAW = IDEMPOTENCY_HEADER.lower().encode()
+
+API_ROUTES: Mapping[str, ApiSpec] = {**api_recurrent.ROUTES, **api_payments.ROUTES}
+_HISTORY_BY_ID = api_payments.HISTORY_BY_ID_PREFIX
+
+
+def resolve(path: str) -> tuple[ApiSpec, str] | None:
+    """The API served at ``path`` (after ``/naverpay/payments/``) and its path argument."""
+    spec = API_ROUTES.get(path)
+    if spec is not None:
+        return spec, ""
+    if path.startswith(_HISTORY_BY_ID):
+        payment_id = path[len(_HISTORY_BY_ID):]
+        if payment_id and "/" not in payment_id:
+            return API_ROUTES["v2.3/list/history"], payment_id
+    return None
+
+
+def gate(state: SandboxState, headers: Mapping[str, str]) -> Answer | None:
+    """The answer for a call stopped before processing (maintenance, credentials, faults)."""
+    config = state.config
+    if config.maintenance != "off":
+        return fail(Code.MAINTENANCE_ONGOING, status=503 if config.maintenance == "503" else 200)
+    if (headers.get("x-naver-client-id") != config.client_id
+            or headers.get("x-naver-client-secret") != config.client_secret):
+        status = 401 if config.bad_credentials == "401" else 200
+        return fail(Code.INVALID_MERCHANT, "인증 정보가 올바르지 않습니다.", status=status)
+    if headers.get("x-naverpay-chain-id") not in config.chain_ids:
+        return fail(Code.INVALID_MERCHANT, "유효하지 않은 체인 아이디입니다.")
+    return state.faults.draw()
+
+
+async def _run(spec: ApiSpec, ctx: Ctx) -> Answer:
+    try:
+        return await spec.handler(ctx)
+    except ApiError as exc:
+        return exc.answer
+
+
+async def _run_once(spec: ApiSpec, ctx: Ctx, client_id: str, key: str) -> tuple[int, bytes]:
+    """Run a call at most once per (client id, key); repeats get HTTP 409."""
+    state = ctx.state
+    extra = state.config.extra_response_fields
+    if len(key) > MAX_KEY_LENGTH:
+        answer = fail(Code.INVALID_PARAMETER, f"{IDEMPOTENCY_HEADER}는 최대 64자입니다.")
+        return answer.status, answer.encode(extra)
+    scope = (client_id, key)
+    replay = state.idempotency.begin(scope, state.config.idempotency_retention_seconds)
+    if replay is not None:
+        return 409, replay.body or fail(Code.ALREADY_ON_GOING).encode(extra)
+    ctx.slot = slot = IdempotencySlot(state, scope)
+    try:
+        answer = await _run(spec, ctx)
+    except BaseException:  # a crash or a cancelled request must not keep the key claimed
+        slot.abandon()
+        raise
+    slot.finish(answer)
+    return answer.status, answer.encode(state.config.extra_response_fields)
+
+
+async def _process(
+    state: SandboxState, scope: Scope, body: bytes, spec: ApiSpec, path_arg: str,
+    headers: Mapping[str, str], key: str | None,
+) -> tuple[int, bytes]:
+    blocked = gate(state, headers)
+    if blocked is not None:
+        return blocked.status, blocked.encode(state.config.extra_response_fields)
+    if state.faults.latency_ms:
+        await asyncio.sleep(state.faults.latency_ms / 1000)
+    try:
+        fields = parse(scope["query_string"], body, headers.get("content-type", ""))
+    except ApiError as exc:
+        return 400, exc.answer.encode(state.config.extra_response_fields)
+    ctx = Ctx(state, Params(fields), path_arg=path_arg)
+    if key is None or not spec.idempotent:
+        answer = await _run(spec, ctx)
+        return answer.status, answer.encode(state.config.extra_response_fields)
+    return await _run_once(spec, ctx, headers.get("x-naver-client-id", ""), key)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class NaverApi:
+    """The ASGI endpoint of every NAVER API path.
+
+    Raw ASGI rather than a Starlette ``Request``/``Response`` pair: this is the hot path of the
+    worker's benchmarks, and the objects it skips cost more than the API logic itself.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in scope["headers"]}
+        body = await _read_body(receive)
+        key = headers.get("x-naverpay-idempotency-key")
+        resolved = resolve(scope["path_params"]["rest"])
+        if resolved is None:
+            status, content = 404, fail(Code.NOT_FOUND, status=404).encode()
+        else:
+            state = self.runtime.state  # read once: a reset meanwhile must not mix two states
+            status, content = await _process(state, scope, body, *resolved, headers, key)
+        raw = [(b"content-type", JSON_TYPE), (b"content-length", str(len(content)).encode())]
+        if key is not None:
+            raw.append((IDEMPOTENCY_HEADER_RAW, key.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
+
+
+def build_app(runtime: Runtime) -> Starlette:
+    """The Starlette application serving ``runtime``: NAVER APIs plus the control API."""
+    routes = [
+        # First: it is the hot path, and its pattern never matches /_sandbox/... paths.
+        Route("/{partner}/naverpay/payments/{rest:path}", NaverApi(runtime), methods=["POST"]),
+        *control.ROUTES,
+    ]
+    app = Starlette(routes=routes)
+    app.state.runtime = runtime
+    return app

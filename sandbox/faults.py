@@ -1,0 +1,74 @@
+"""Global fault injection (``POST /_sandbox/faults``): latency, random 5xx, random maintenance.
+
+Faults apply to every NAVER API call (never to ``/_sandbox/*``) and draw from a seeded random
+generator, so a benchmark or a flaky-network test repeats exactly with the same seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.codes import Answer, Code, fail, server_error
+
+_KEYS = {
+    "latencyMs": "latency_ms",
+    "errorRate": "error_rate",
+    "errorStatus": "error_status",
+    "maintenanceRate": "maintenance_rate",
+    "seed": "seed",
+}
+
+
+@dataclass(slots=True)
+class Faults:
+    """The active global faults; the default injects nothing."""
+
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    error_status: int = 500
+    maintenance_rate: float = 0.0
+    seed: int | None = None
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Faults:
+        """Parse the control API body (``{}`` means no faults); ValueError names the bad member."""
+        faults = cls()
+        for key, value in data.items():
+            name = _KEYS.get(key)
+            if name is None:
+                raise ValueError(f"unknown fault member {key!r}")
+            setattr(faults, name, _check(key, value))
+        faults.rng = random.Random(faults.seed)
+        return faults
+
+    def draw(self) -> Answer | None:
+        """The injected answer for this request, or None to process it normally."""
+        if self.error_rate and self.rng.random() < self.error_rate:
+            return server_error(self.error_status)
+        if self.maintenance_rate and self.rng.random() < self.maintenance_rate:
+            return fail(Code.MAINTENANCE_ONGOING)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The active faults in the control API's names."""
+        return {key: getattr(self, name) for key, name in _KEYS.items()}
+
+
+def _check(key: str, value: Any) -> Any:
+    if key == "seed":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError("seed must be an integer or null")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{key} must be a non-negative number")
+    if key in ("errorRate", "maintenanceRate"):
+        if value > 1:
+            raise ValueError(f"{key} must be between 0 and 1")
+        return float(value)
+    if key == "errorStatus" and value not in (500, 502, 503, 504):
+        raise ValueError("errorStatus must be 500, 502, 503 or 504")
+    return int(value)
