@@ -10,22 +10,33 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from sandbox.codes import ApiError, Code
 
 
 def parse(query: bytes, body: bytes, content_type: str) -> dict[str, Any]:
     """Fields of one request; ApiError InvalidParameter if a JSON body is not an object."""
-    fields: dict[str, Any] = {}
-    if query:
-        fields.update(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    fields: dict[str, Any] = _form(query.decode("latin-1")) if query else {}
     if not body:
         return fields
     if "json" in content_type or ("form" not in content_type and body.lstrip()[:1] == b"{"):
         fields.update(_json_object(body))
     else:
-        fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        fields.update(_form(body.decode("utf-8", "replace")))
+    return fields
+
+
+def _form(text: str) -> dict[str, str]:
+    # parse_qsl, minus its generality: this runs on every request of the benchmarks.
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(name), unquote_plus(value)
+        fields[name] = value
     return fields
 
 

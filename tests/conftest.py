@@ -102,3 +102,11 @@ def sqlite_db(sqlite_url: str) -> Iterator[Database]:
     database = Database(sqlite_url)
     yield database
     database.engine.dispose()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    """Expose each phase's report on the item (fixtures use it to print logs on failure)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

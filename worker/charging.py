@@ -349,7 +349,15 @@ def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: s
         policy = RetryPolicy.default()
     at = policy.next_attempt_at(charge.attempt_count, code, now)
     with engine.sessions.begin() as s:
+        sub = s.get(Subscription, charge.subscription_id)
+        assert sub is not None
         common = {"last_code": code, "last_message": message[:2000], "lease_until": None}
+        if sub.status != SS.ACTIVE:
+            # Paused, canceled or already finally failed meanwhile: no further attempt, and no
+            # second final action or notification for the same subscription.
+            _cas(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
+                 reason=f"declined ({code}) while the subscription was {sub.status}", **common)
+            return
         if at is not None:
             if _cas(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common):
                 out.notification_ids += notify.queue(s, notify.ATTEMPT_FAILED, _fresh(s, charge), now)
@@ -357,11 +365,9 @@ def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: s
         if not _cas(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
                     reason=f"gave up after {charge.attempt_count} attempt(s): {code}", **common):
             return
-        sub = s.get(Subscription, charge.subscription_id)
-        assert sub is not None
-        if sub.status == SS.ACTIVE and merchant.final_action == FA.EXPIRE:
+        if merchant.final_action == FA.EXPIRE:
             sub.status, out.expire_subscription_id = SS.REVOKING, sub.id
-        elif sub.status == SS.ACTIVE and merchant.final_action == FA.PAUSE:
+        elif merchant.final_action == FA.PAUSE:
             sub.status = SS.PAUSED
         sub.last_error, sub.updated_at = f"charge {charge.id} failed finally: {code}", now
         out.notification_ids += notify.queue(s, notify.FINAL_FAILURE, _fresh(s, charge), now)

@@ -90,3 +90,27 @@ def prepare_retry(sessions: sessionmaker[Session], target: str, now: datetime,
         if not moved:
             raise RetryRefused(f"charge {charge.id} changed while retrying; run the command again")
         return RetryDecision(charge.id, status, action)
+
+
+def retry_action(charge: Charge, reopen: bool = False) -> str:
+    """What :func:`prepare_retry` would do with ``charge`` ("enqueued", "due_now" or
+    "reopened"), or RetryRefused with its reason. Pure: changes nothing (the CLI uses it to
+    fail fast before sending the task; the task decides again under its own transaction)."""
+    status = CS(charge.status)
+    if status == CS.SUCCEEDED:
+        raise RetryRefused(f"charge {charge.id} already succeeded (paymentId "
+                           f"{charge.payment_id}); a paid cycle is never charged again")
+    if status == CS.AMOUNT_MISMATCH:
+        raise RetryRefused(f"charge {charge.id} was approved for {charge.approved_amount} won "
+                           f"instead of {charge.amount}; check it with NAVER Pay before anything else")
+    if status in INFLIGHT:
+        return "enqueued"
+    if status == CS.RETRY_WAIT:
+        return "due_now"
+    if not reopen:
+        raise RetryRefused(f"charge {charge.id} is {status}; pass --reopen to try it again")
+    sub = charge.subscription
+    if sub.status != SS.ACTIVE:
+        raise RetryRefused(f"charge {charge.id}: subscription {sub.id} is {sub.status}; "
+                           "only an active subscription can be charged (resume it first)")
+    return "reopened"

@@ -148,6 +148,24 @@ def test_a_timeout_after_the_charge_is_an_unknown_outcome_resolved_by_history(
         assert "ReadTimeout" in str(info.value) and info.value.code is None
         (row,) = impatient.payment_history(payment_id=reservation.payment_id).rows
         assert (row.admission_type_code, row.admission_state) == ("01", "SUCCESS")
+        # While NAVER still holds the first answer a new approval is AlreadyOnGoing; after
+        # it, AlreadyComplete. Both say "resolve first"; only the same key gets the detail.
+        with pytest.raises(UnknownOutcomeError, match="AlreadyOnGoing"):
+            approve_again(impatient, recurrent_id, reservation.payment_id)
+        time.sleep(max(0.0, started + 2.2 - time.monotonic()))
+        with pytest.raises(UnknownOutcomeError, match="AlreadyComplete"):
+            approve_again(impatient, recurrent_id, reservation.payment_id)
+        replay = impatient.approve_payment(recurrent_id=recurrent_id,
+                                           payment_id=reservation.payment_id,
+                                           idempotency_key=key)
+        assert replay.replayed and replay.detail is not None
+        assert replay.detail.pay_hist_id == row.pay_hist_id
+    assert control.payment(reservation.payment_id)["state"] == "APPROVED"
+
+
+def approve_again(client: NaverPayClient, recurrent_id: str, payment_id: str) -> None:
+    client.approve_payment(recurrent_id=recurrent_id, payment_id=payment_id,
+                           idempotency_key=new_key("approve"))
 
 
 def test_concurrent_approvals_of_one_payment_answer_already_on_going(

@@ -1,0 +1,1 @@
+"""Tests of the NAVER Pay sandbox: state machines as plain functions, then the HTTP layer."""
