@@ -41,7 +41,7 @@ from models import ChargeStatus as CS
 from models import FinalAction as FA
 from models import SubscriptionStatus as SS
 from scheduler.policy import PolicyError, RetryPolicy
-from worker import notify
+from worker import logs, notify
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.errors import (
     DeclinedError,
@@ -95,9 +95,17 @@ def idempotency_key(charge: Charge, kind: str) -> str:
 def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOutcome:
     """Drive one charge as far as it can go now; see the module docstring."""
     out = ChargeOutcome(charge_id)
-    if not _acquire(engine, charge_id, owner):
-        out.busy = True
-        return out
+    with logs.bind(charge_id=charge_id):
+        if not _acquire(engine, charge_id, owner):
+            log.info("charge %s is busy (another run holds its registration)", charge_id)
+            out.busy = True
+            return out
+        with logs.bind(recurrent_id=_load(engine, charge_id).recurrent_id):
+            _drive(engine, charge_id, owner, out)
+    return out
+
+
+def _drive(engine: ChargeEngine, charge_id: int, owner: str, out: ChargeOutcome) -> None:
     try:
         for _ in range(50):  # each step makes one transition; the bound is a safety net
             charge = _load(engine, charge_id)
@@ -111,7 +119,6 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
         out.status = _load(engine, charge_id).status
     finally:
         _release(engine, charge_id, owner)
-    return out
 
 
 # --- leases ---------------------------------------------------------------------------------
@@ -165,6 +172,10 @@ def _cas(s: Session, charge: Charge, sources: Iterable[CS], target: CS, now: dat
         .values(status=target, updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount:
+        log.info("charge %s: %s -> %s", charge.id, charge.status, target.value)
+    else:
+        log.info("charge %s: lost the race to move to %s", charge.id, target.value)
     return bool(result.rowcount)
 
 

@@ -64,8 +64,9 @@ class Runtime:
         return ChargeEngine(sessions=self.sessions, client_for=self.client_for, clock=utcnow,
                             sleep=time.sleep, lease=self.settings.lease)
 
+    @functools.cached_property
     def senders(self) -> dict[str, Sender]:
-        """The notification channels."""
+        """The notification channels (one HTTP client per process)."""
         s = self.settings
         return {"webhook": WebhookSender(httpx.Client(timeout=10), utcnow),
                 "email": EmailSender(s.smtp_host, s.smtp_port, s.smtp_from)}

@@ -98,6 +98,6 @@ def expire_subscription(subscription_id: int) -> str:
 def deliver_notification(notification_id: int) -> str:
     """Deliver one outbox row (webhook or e-mail)."""
     rt = runtime()
-    status = deliver(rt.sessions, notification_id, rt.senders(), utcnow, time.sleep)
+    status = deliver(rt.sessions, notification_id, rt.senders, utcnow, time.sleep)
     metrics.NOTIFICATIONS.labels(channel="any", status=status).inc()
     return status

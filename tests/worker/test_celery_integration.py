@@ -222,3 +222,24 @@ def test_worker_killed_mid_charge_finishes_exactly_once_after_restart(stack):
     assert charges_of(stack, rid)[0][1] == "succeeded"
     assert_ledger_agrees(stack, rid)
     assert len(stack.sandbox.approved(rid)) == 1
+
+
+def test_flaky_naver_never_charges_a_cycle_twice(stack, request):
+    if stack.db.dialect != "sqlite":
+        pytest.skip("one database is enough for the chaos run; the invariant is the same")
+    rids = [subscribe(stack, cron="* * * * * */2") for _ in range(4)]
+    faults = {"errorRate": 0.3, "errorStatus": 503, "maintenanceRate": 0.1, "latencyMs": 20, "seed": 7}
+    stack.sandbox.http.post("/_sandbox/faults", json=faults).raise_for_status()
+    stack.worker(concurrency=3)
+    stack.beat()
+    for rid in rids:
+        wait_for(lambda rid=rid: sum(r[1] == "succeeded" for r in charges_of(stack, rid)) >= 2,
+                 60, f"two paid cycles of {rid} despite the faults")
+    stack.stop("beat")
+    stack.sandbox.http.post("/_sandbox/faults", json={}).raise_for_status()
+    wait_for(lambda: settled(stack), 45, "every charge to settle once NAVER is healthy again")
+    outcomes = [tuple(r) for r in stack.db.sql("SELECT outcome, count(*) FROM charge_attempts "
+                                               "GROUP BY outcome")]
+    assert dict(outcomes).get("transient", 0) > 0  # the faults really happened
+    for rid in rids:
+        assert_ledger_agrees(stack, rid)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make run`: the whole mission on an embedded default, from a fresh clone.
+#   SQLite under var/, a private redis-server (unless CELERY_BROKER_URL is set), the NAVER Pay
+#   sandbox, a Celery worker, beat, Flower and the metrics endpoint, run together by honcho.
+# Ctrl-C stops them all; running it again reuses var/ (the database and Redis data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var/log
+
+export DATABASE_URL="${DATABASE_URL:-sqlite:///var/npay-billing.db}"
+export SANDBOX_PORT="${SANDBOX_PORT:-8055}"
+export NAVERPAY_API_BASE="${NAVERPAY_API_BASE:-http://127.0.0.1:${SANDBOX_PORT}}"
+export BILLING_WALK_INTERVAL="${BILLING_WALK_INTERVAL:-2}"
+export BILLING_LEASE_SECONDS="${BILLING_LEASE_SECONDS:-30}"
+export FLOWER_PORT="${FLOWER_PORT:-5555}"
+export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:npay-billing}"
+export METRICS_PORT="${METRICS_PORT:-9808}"
+export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
+export SANDBOX_ARGS="${SANDBOX_ARGS:---auto-register}"
+export NPAY_DEMO="${NPAY_DEMO:-1}"
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
+procfile=var/Procfile
+cp Procfile "$procfile"
+
+if [ -z "${CELERY_BROKER_URL:-}" ]; then
+    if ! command -v redis-server >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "make run: redis-server is missing; installing Debian's package"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+        else
+            echo "make run: redis-server is missing. Install it (Debian/Ubuntu: sudo apt-get install redis-server;"
+            echo "macOS: brew install redis) or point CELERY_BROKER_URL at a Redis you run." >&2
+            exit 1
+        fi
+    fi
+    REDIS_PORT="${REDIS_PORT:-6389}"
+    mkdir -p var/redis
+    export CELERY_BROKER_URL="redis://127.0.0.1:${REDIS_PORT}/0"
+    echo "redis: exec redis-server --port ${REDIS_PORT} --bind 127.0.0.1 --dir var/redis --appendonly yes --save '' --loglevel warning --logfile $PWD/var/log/redis.log" >> "$procfile"
+    echo "make run: private redis-server on 127.0.0.1:${REDIS_PORT}, data in var/redis"
+else
+    echo "make run: using the broker at ${CELERY_BROKER_URL}"
+fi
+
+.venv/bin/npay-billing db upgrade
+cat <<EOT
+make run: database ${DATABASE_URL}
+          sandbox  ${NAVERPAY_API_BASE}   (stands in for NAVER Pay)
+          Flower   http://127.0.0.1:${FLOWER_PORT}   (user:password ${FLOWER_BASIC_AUTH})
+          metrics  http://127.0.0.1:${METRICS_PORT}/metrics
+          logs     var/log/worker.log var/log/beat.log
+          Ctrl-C stops everything.
+EOT
+exec .venv/bin/honcho --no-colour -f "$procfile" -d . start
