@@ -7,7 +7,7 @@ are done or ``--duration`` seconds have passed, whichever comes first. Prints pa
 latency percentiles, errors by class, and the CPU time the client and the sandbox used (when
 the sandbox was started here), which tells which side limits the figure.
 
-    .venv/bin/python bench/bench_client_sandbox.py --pairs 5000 --threads 8
+    .venv/bin/python bench/bench_client_sandbox.py --pairs 5000 --threads 8 --processes 2
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,10 +37,13 @@ from worker.naverpay import NaverPayClient, NaverPayConfig, NaverPayError  # noq
 
 @dataclass
 class Tally:
-    """What one process measured."""
+    """What one client process measured over its timed part."""
 
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    started: float = 0.0  # wall clock (time.time()) when the timed part began
+    ended: float = 0.0
+    cpu: float = 0.0  # CPU seconds this process used in the timed part
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", help="use a running sandbox at this URL instead of starting one")
     parser.add_argument("--pairs", type=int, default=5000, help="reserve+approve pairs in total")
     parser.add_argument("--threads", type=int, default=8, help="client threads per process")
-    parser.add_argument("--processes", type=int, default=1, help="client processes")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="client processes (one Python process tops out near 300 pairs/s: "
+                             "the HTTP stack is CPU-bound under the GIL)")
     parser.add_argument("--duration", type=float, default=60.0,
                         help="stop after this many seconds even if --pairs is not reached")
     parser.add_argument("--warmup", type=int, default=20, help="untimed pairs per process first")
@@ -82,22 +89,37 @@ def one_pair(client: NaverPayClient, recurrent_id: str) -> None:
                            idempotency_key=f"a-{tag}")
 
 
-def run_process(url: str, recurrent_ids: list[str], quota: int, deadline: float,
-                warmup: int) -> Tally:
-    """Charge with one thread per registration until ``quota`` pairs or ``deadline``."""
+@dataclass
+class Job:
+    """One client process's share of the work."""
+
+    url: str
+    recurrent_ids: list[str]
+    quota: int
+    duration: float
+    warmup: int
+
+
+def run_job(job: Job, ready: Callable[[], object]) -> Tally:
+    """Warm up, call ``ready()`` (a start barrier), then charge with one thread per
+    registration until ``job.quota`` pairs are done or ``job.duration`` has passed."""
     tally = Tally()
     lock = threading.Lock()
-    remaining = [quota]
-    with NaverPayClient(NaverPayConfig(api_base=url)) as client:
-        for _ in range(warmup):
-            one_pair(client, recurrent_ids[0])
+    remaining = [job.quota]
+    with NaverPayClient(NaverPayConfig(api_base=job.url)) as client:
+        for _ in range(job.warmup):
+            one_pair(client, job.recurrent_ids[0])
+        ready()
+        tally.started, cpu_before = time.time(), time.process_time()
+        deadline = tally.started + job.duration
+
+        def take() -> bool:
+            with lock:
+                remaining[0] -= 1
+                return remaining[0] >= 0 and time.time() < deadline
 
         def worker(recurrent_id: str) -> None:
-            while time.time() < deadline:
-                with lock:
-                    if remaining[0] <= 0:
-                        return
-                    remaining[0] -= 1
+            while take():
                 started = time.perf_counter()
                 try:
                     one_pair(client, recurrent_id)
@@ -105,55 +127,70 @@ def run_process(url: str, recurrent_ids: list[str], quota: int, deadline: float,
                     with lock:
                         tally.errors[f"{type(exc).__name__}:{exc.code}"] += 1
                     continue
-                elapsed = time.perf_counter() - started
-                with lock:
-                    tally.latencies.append(elapsed)
+                tally.latencies.append(time.perf_counter() - started)  # list.append is atomic
 
-        threads = [threading.Thread(target=worker, args=(rid,)) for rid in recurrent_ids]
+        threads = [threading.Thread(target=worker, args=(rid,)) for rid in job.recurrent_ids]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        tally.ended, tally.cpu = time.time(), time.process_time() - cpu_before
     return tally
 
 
-def _process_entry(args: tuple[str, list[str], int, float, int]) -> Tally:
-    return run_process(*args)
+def _child(job: Job, barrier: Any, results: Any) -> None:
+    results.put(run_job(job, barrier.wait))
 
 
 def cpu_seconds(pid: int) -> float:
-    """User+system CPU time of a process and its reaped children so far (Linux /proc)."""
+    """User+system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(args: argparse.Namespace, url: str) -> tuple[Tally, float]:
-    """Run the load; returns the merged tally and the wall time of the timed part."""
-    per_process = args.threads
-    ids = register(url, per_process * args.processes)
+def measure(args: argparse.Namespace, url: str, sandbox_pid: int | None) -> tuple[Tally, float]:
+    """Run the load in ``args.processes`` processes; returns the merged tally and the
+    sandbox's CPU seconds during the timed part (0 when it runs elsewhere)."""
+    ids = register(url, args.threads * args.processes)
     quotas = [args.pairs // args.processes + (1 if i < args.pairs % args.processes else 0)
               for i in range(args.processes)]
-    started = time.perf_counter()
-    deadline = time.time() + args.duration
-    jobs = [(url, ids[i * per_process:(i + 1) * per_process], quotas[i], deadline, args.warmup)
-            for i in range(args.processes)]
+    jobs = [Job(url, ids[i * args.threads:(i + 1) * args.threads], quotas[i], args.duration,
+                args.warmup) for i in range(args.processes)]
+
+    def sandbox_cpu() -> float:
+        return cpu_seconds(sandbox_pid) if sandbox_pid else 0.0
+
     if args.processes == 1:
-        tallies = [_process_entry(jobs[0])]
+        marks: list[float] = []
+
+        def ready() -> None:
+            marks.append(sandbox_cpu())
+
+        tallies = [run_job(jobs[0], ready)]
     else:
-        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            tallies = pool.map(_process_entry, jobs)
-    wall = time.perf_counter() - started
-    merged = Tally()
+        ctx = multiprocessing.get_context("spawn")
+        barrier, results = ctx.Barrier(args.processes + 1), ctx.Queue()
+        procs = [ctx.Process(target=_child, args=(job, barrier, results)) for job in jobs]
+        for proc in procs:
+            proc.start()
+        barrier.wait()
+        marks = [sandbox_cpu()]
+        tallies = [results.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+    used = sandbox_cpu() - marks[0]
+    merged = Tally(started=min(t.started for t in tallies), ended=max(t.ended for t in tallies))
     for tally in tallies:
         merged.latencies += tally.latencies
         merged.errors.update(tally.errors)
-    return merged, wall
+        merged.cpu += tally.cpu
+    return merged, used
 
 
-def report(args: argparse.Namespace, tally: Tally, wall: float,
-           cpu: dict[str, float]) -> dict[str, object]:
+def report(args: argparse.Namespace, tally: Tally, sandbox_cpu: float) -> dict[str, object]:
     """The figures, as printed."""
     lat = sorted(tally.latencies)
+    wall = tally.ended - tally.started
 
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0
@@ -164,7 +201,7 @@ def report(args: argparse.Namespace, tally: Tally, wall: float,
         "p50_ms": round(pct(0.50), 2), "p99_ms": round(pct(0.99), 2),
         "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else 0.0,
         "errors": dict(tally.errors), "threads": args.threads, "processes": args.processes,
-        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "cpu_seconds": {"client": round(tally.cpu, 2), "sandbox": round(sandbox_cpu, 2)},
     }
 
 
@@ -178,14 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         service = start_sandbox()
     url = args.url or service.url  # type: ignore[union-attr]
     try:
-        pids = {"client": os.getpid(), **({"sandbox": service.proc.pid} if service else {})}
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        tally, wall = measure(args, url)
-        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        tally, sandbox_cpu = measure(args, url, service.proc.pid if service else None)
     finally:
         if service is not None:
             service.stop()
-    result = report(args, tally, wall, cpu)
+    result = report(args, tally, sandbox_cpu)
     if args.json:
         print(json.dumps(result))
     else:

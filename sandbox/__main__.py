@@ -39,6 +39,8 @@ def _add_option(parser: argparse.ArgumentParser, field: dataclasses.Field[Any]) 
         kwargs.update(type=type(default), metavar="N")
     elif default is None:
         kwargs.update(type=float, metavar="N")
+    else:
+        kwargs.update(metavar="CODE" if field.name.endswith("_code") else "TEXT")
     shown = ", ".join(default) if isinstance(default, tuple) else default
     parser.add_argument(_flag(field.name), help=f"{HELP[field.name]} (default: {shown})", **kwargs)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from sandbox import queries, render
-from sandbox.behaviour import Step
+from sandbox.behaviour import Behaviour, Step
 from sandbox.codes import Answer, ApiError, Code, fail, ok, server_error
 from sandbox.context import ApiSpec, Ctx
 from sandbox.payments import check_order
@@ -111,24 +111,25 @@ async def pay_approval(ctx: Ctx) -> Answer:
 async def _approve(ctx: Ctx, payment: Payment) -> Answer:
     state = ctx.state
     registration = state.registrations.by_id.get(payment.recurrent_id or "")
-    behaviour = registration.behaviour if registration is not None else None
-    if behaviour is not None and behaviour.latency_ms:
+    behaviour = registration.behaviour if registration is not None else Behaviour()
+    if behaviour.latency_ms:
         await asyncio.sleep(behaviour.latency_ms / 1000)
-    now = ctx.now()
+    now = ctx.now()  # after the wait: the payment may have changed or expired meanwhile
     state.payments.check_approvable(payment, now)
     state.registrations.require_valid(
         payment.recurrent_id or "", state.config.expired_registration_code
     )
-    step = behaviour.next_step() if behaviour is not None else Step.APPROVE
-    if behaviour is not None and step is Step.SERVER_ERROR:
+    step = behaviour.next_step()
+    if step is Step.SERVER_ERROR:
         return server_error(behaviour.server_error_status)  # nothing charged
-    if behaviour is not None and behaviour.decline_code and step is Step.DECLINE:
-        state.payments.decline(payment, behaviour.decline_code, now)
-        return fail(behaviour.decline_code)
+    if step is Step.DECLINE:
+        code = behaviour.decline_code or Code.FAIL
+        state.payments.decline(payment, code, now)
+        return fail(code)
     state.payments.commit(payment, now)
     answer = ok({"recurrentId": payment.recurrent_id, "paymentId": payment.payment_id,
                  "detail": render.approval_detail(payment, state.config)})
-    if behaviour is not None and step is Step.COMMIT_THEN_HOLD:
+    if step is Step.COMMIT_THEN_HOLD:
         # NAVER has charged and would replay this answer; the client just hears it too late.
         ctx.settle(answer)
         await asyncio.sleep(behaviour.timeout_seconds)

@@ -2,14 +2,17 @@
 
 Pipeline of one call to ``POST /{partnerId}/naverpay/payments/{api}`` (any partnerId, any host):
 
-1. maintenance switch (HTTP 503, or HTTP 200 ``MaintenanceOngoing``);
-2. credentials: wrong id/secret -> HTTP 401 (or 200 ``InvalidMerchant``), unknown chain id ->
+1. credentials: wrong id/secret -> HTTP 401 (or 200 ``InvalidMerchant``), unknown chain id ->
    HTTP 200 ``InvalidMerchant``;
-3. global faults (seeded random 5xx / ``MaintenanceOngoing``, then fixed latency);
-4. fields from the query string and the body (form or JSON);
-5. idempotency: a repeated key gets HTTP 409 with the first answer's bytes (or ``AlreadyOnGoing``
-   while the first still runs); the key is echoed on every answer;
-6. the handler, which answers an :class:`~sandbox.codes.Answer` (business failures are HTTP 200).
+2. fields from the query string and the body (form or JSON);
+3. idempotency (APIs that honour it): a repeated key gets HTTP 409 with the first answer's
+   bytes, or ``AlreadyOnGoing`` while the first still runs; the key is echoed on every answer;
+4. outages: the maintenance switch (HTTP 503 or 200 ``MaintenanceOngoing``), then the seeded
+   global faults (5xx, ``MaintenanceOngoing``) and their fixed latency;
+5. the handler, which answers an :class:`~sandbox.codes.Answer` (business failures are HTTP 200).
+
+Non-final answers (5xx, ``MaintenanceOngoing``, ``AlreadyOnGoing``) release the key unless the
+``storeNonFinal`` option is on; every other answer is stored as the key's answer.
 
 Per request the work is a few dict lookups and one JSON encode; nothing is logged.
 """
@@ -50,29 +53,41 @@ def resolve(path: str) -> tuple[ApiSpec, str] | None:
     return None
 
 
-def gate(state: SandboxState, headers: Mapping[str, str]) -> Answer | None:
-    """The answer for a call stopped before processing (maintenance, credentials, faults)."""
+def check_credentials(state: SandboxState, headers: Mapping[str, str]) -> Answer | None:
+    """The answer to a call with wrong credentials, or None if they are right."""
     config = state.config
-    if config.maintenance != "off":
-        return fail(Code.MAINTENANCE_ONGOING, status=503 if config.maintenance == "503" else 200)
     if (headers.get("x-naver-client-id") != config.client_id
             or headers.get("x-naver-client-secret") != config.client_secret):
         status = 401 if config.bad_credentials == "401" else 200
         return fail(Code.INVALID_MERCHANT, "인증 정보가 올바르지 않습니다.", status=status)
     if headers.get("x-naverpay-chain-id") not in config.chain_ids:
         return fail(Code.INVALID_MERCHANT, "유효하지 않은 체인 아이디입니다.")
+    return None
+
+
+def outage(state: SandboxState) -> Answer | None:
+    """The maintenance switch's answer, or a global fault's, or None to process the call."""
+    mode = state.config.maintenance
+    if mode != "off":
+        return fail(Code.MAINTENANCE_ONGOING, status=503 if mode == "503" else 200)
     return state.faults.draw()
 
 
-async def _run(spec: ApiSpec, ctx: Ctx) -> Answer:
+async def _serve(spec: ApiSpec, ctx: Ctx) -> Answer:
+    # Outages come after the idempotency claim, so storeNonFinal applies to them too.
+    interrupted = outage(ctx.state)
+    if interrupted is not None:
+        return interrupted
+    if ctx.state.faults.latency_ms:
+        await asyncio.sleep(ctx.state.faults.latency_ms / 1000)
     try:
         return await spec.handler(ctx)
     except ApiError as exc:
         return exc.answer
 
 
-async def _run_once(spec: ApiSpec, ctx: Ctx, client_id: str, key: str) -> tuple[int, bytes]:
-    """Run a call at most once per (client id, key); repeats get HTTP 409."""
+async def _serve_once(spec: ApiSpec, ctx: Ctx, client_id: str, key: str) -> tuple[int, bytes]:
+    """Serve a call at most once per (client id, key); repeats get HTTP 409."""
     state = ctx.state
     extra = state.config.extra_response_fields
     if len(key) > MAX_KEY_LENGTH:
@@ -84,32 +99,32 @@ async def _run_once(spec: ApiSpec, ctx: Ctx, client_id: str, key: str) -> tuple[
         return 409, replay.body or fail(Code.ALREADY_ON_GOING).encode(extra)
     ctx.slot = slot = IdempotencySlot(state, scope)
     try:
-        answer = await _run(spec, ctx)
+        answer = await _serve(spec, ctx)
     except BaseException:  # a crash or a cancelled request must not keep the key claimed
         slot.abandon()
         raise
-    slot.finish(answer)
-    return answer.status, answer.encode(state.config.extra_response_fields)
+    encoded = answer.encode(state.config.extra_response_fields)
+    slot.finish(answer, encoded)  # a no-op if the handler settled early (held response)
+    return answer.status, encoded
 
 
 async def _process(
     state: SandboxState, scope: Scope, body: bytes, spec: ApiSpec, path_arg: str,
     headers: Mapping[str, str], key: str | None,
 ) -> tuple[int, bytes]:
-    blocked = gate(state, headers)
-    if blocked is not None:
-        return blocked.status, blocked.encode(state.config.extra_response_fields)
-    if state.faults.latency_ms:
-        await asyncio.sleep(state.faults.latency_ms / 1000)
+    extra = state.config.extra_response_fields
+    refused = check_credentials(state, headers)
+    if refused is not None:
+        return refused.status, refused.encode(extra)
     try:
         fields = parse(scope["query_string"], body, headers.get("content-type", ""))
     except ApiError as exc:
-        return 400, exc.answer.encode(state.config.extra_response_fields)
+        return 400, exc.answer.encode(extra)
     ctx = Ctx(state, Params(fields), path_arg=path_arg)
     if key is None or not spec.idempotent:
-        answer = await _run(spec, ctx)
-        return answer.status, answer.encode(state.config.extra_response_fields)
-    return await _run_once(spec, ctx, headers.get("x-naver-client-id", ""), key)
+        answer = await _serve(spec, ctx)
+        return answer.status, answer.encode(extra)
+    return await _serve_once(spec, ctx, headers.get("x-naver-client-id", ""), key)
 
 
 async def _read_body(receive: Receive) -> bytes:

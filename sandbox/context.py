@@ -28,14 +28,15 @@ class IdempotencySlot:
         self._scope = scope
         self.done = False
 
-    def finish(self, answer: Answer) -> None:
-        """Store ``answer`` if it is final (or non-final answers are stored), else release."""
+    def finish(self, answer: Answer, encoded: bytes) -> None:
+        """Store ``encoded`` (the bytes sent for ``answer``) if the answer is final or
+        non-final answers are stored; else release the key."""
         if self.done:
             return
         self.done = True
         store = self._state.idempotency
         if answer.final or self._state.config.store_non_final:
-            store.store(self._scope, answer.encode(self._state.config.extra_response_fields))
+            store.store(self._scope, encoded)
         else:
             store.release(self._scope)
 
@@ -62,7 +63,7 @@ class Ctx:
     def settle(self, answer: Answer) -> None:
         """Make ``answer`` the stored idempotent answer now, before the handler returns it."""
         if self.slot is not None:
-            self.slot.finish(answer)
+            self.slot.finish(answer, answer.encode(self.state.config.extra_response_fields))
 
 
 Handler = Callable[[Ctx], Awaitable[Answer]]

@@ -30,7 +30,7 @@ from sandbox.codes import ApiError
 from sandbox.faults import Faults
 from sandbox.ledger import ledger
 from sandbox.payments import check_order
-from sandbox.records import Order
+from sandbox.records import Order, Registration
 from sandbox.state import Runtime
 
 Endpoint = Callable[[Request, Runtime], Awaitable[dict[str, Any]]]
@@ -114,7 +114,7 @@ async def authorize_registration(request: Request, runtime: Runtime) -> dict[str
     return {"reserveId": reserve_id, "tempReceiptId": reservation.temp_receipt_id}
 
 
-def _registration(runtime: Runtime, request: Request) -> Any:
+def _registration(runtime: Runtime, request: Request) -> Registration:
     recurrent_id = request.path_params["recurrentId"]
     registration = runtime.state.registrations.by_id.get(recurrent_id)
     if registration is None:

@@ -5,9 +5,10 @@
 # Ctrl-C stops them all; running it again reuses var/ (the database and Redis data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p var/log
+export NPAY_VAR_DIR="${NPAY_VAR_DIR:-var}"   # everything make run writes lives here
+mkdir -p "$NPAY_VAR_DIR/log"
 
-export DATABASE_URL="${DATABASE_URL:-sqlite:///var/npay-billing.db}"
+export DATABASE_URL="${DATABASE_URL:-sqlite:///$NPAY_VAR_DIR/npay-billing.db}"
 export SANDBOX_PORT="${SANDBOX_PORT:-8055}"
 export NAVERPAY_API_BASE="${NAVERPAY_API_BASE:-http://127.0.0.1:${SANDBOX_PORT}}"
 export BILLING_WALK_INTERVAL="${BILLING_WALK_INTERVAL:-2}"
@@ -18,10 +19,10 @@ export METRICS_PORT="${METRICS_PORT:-9808}"
 export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
 export SANDBOX_ARGS="${SANDBOX_ARGS:---auto-register}"
 export NPAY_DEMO="${NPAY_DEMO:-1}"
-export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$NPAY_VAR_DIR/prometheus}"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
-procfile=var/Procfile
+procfile="$NPAY_VAR_DIR/Procfile"
 cp Procfile "$procfile"
 
 if [ -z "${CELERY_BROKER_URL:-}" ]; then
@@ -36,10 +37,10 @@ if [ -z "${CELERY_BROKER_URL:-}" ]; then
         fi
     fi
     REDIS_PORT="${REDIS_PORT:-6389}"
-    mkdir -p var/redis
+    mkdir -p "$NPAY_VAR_DIR/redis"
     export CELERY_BROKER_URL="redis://127.0.0.1:${REDIS_PORT}/0"
-    echo "redis: exec redis-server --port ${REDIS_PORT} --bind 127.0.0.1 --dir var/redis --appendonly yes --save '' --loglevel warning --logfile $PWD/var/log/redis.log" >> "$procfile"
-    echo "make run: private redis-server on 127.0.0.1:${REDIS_PORT}, data in var/redis"
+    echo "redis: exec redis-server --port ${REDIS_PORT} --bind 127.0.0.1 --dir $NPAY_VAR_DIR/redis --appendonly yes --save '' --loglevel warning --logfile $NPAY_VAR_DIR/log/redis.log" >> "$procfile"
+    echo "make run: private redis-server on 127.0.0.1:${REDIS_PORT}, data in $NPAY_VAR_DIR/redis"
 else
     echo "make run: using the broker at ${CELERY_BROKER_URL}"
 fi
@@ -50,7 +51,7 @@ make run: database ${DATABASE_URL}
           sandbox  ${NAVERPAY_API_BASE}   (stands in for NAVER Pay)
           Flower   http://127.0.0.1:${FLOWER_PORT}   (user:password ${FLOWER_BASIC_AUTH})
           metrics  http://127.0.0.1:${METRICS_PORT}/metrics
-          logs     var/log/worker.log var/log/beat.log
+          logs     $NPAY_VAR_DIR/log/worker.log $NPAY_VAR_DIR/log/beat.log
           Ctrl-C stops everything.
 EOT
 exec .venv/bin/honcho --no-colour -f "$procfile" -d . start

@@ -14,8 +14,13 @@ import click
 from worker.cli_format import emit_json, when
 from worker.cli_lifecycle import cancel, pause, resume
 from worker.cli_support import SetupError, current_env, find_subscription, json_option
-from worker.cli_views import charge_dict, charges_table, subscription_dict, subscription_fields
-from worker.cli_views import subscriptions_table
+from worker.cli_views import (
+    charge_dict,
+    charges_table,
+    subscription_dict,
+    subscription_fields,
+    subscriptions_table,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

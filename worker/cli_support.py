@@ -88,8 +88,8 @@ class Env:
 
         try:
             current = current_revision(self.engine())
-        except SQLAlchemyError as exc:
-            first_line = str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()[0]
+        except (SQLAlchemyError, ImportError) as exc:  # ImportError: no driver for that URL
+            first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise SetupError(
                 f"cannot open the database at {self.shown_url}: {first_line}; check DATABASE_URL "
                 "(or --database-url) and that the database server is running") from None

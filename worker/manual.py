@@ -64,25 +64,10 @@ def prepare_retry(sessions: sessionmaker[Session], target: str, now: datetime,
     """Make the charge runnable now (or refuse, saying why); the caller enqueues it."""
     with sessions.begin() as s:
         charge = find_charge(s, target)
-        status = CS(charge.status)
-        if status == CS.SUCCEEDED:
-            raise RetryRefused(f"charge {charge.id} already succeeded (paymentId "
-                               f"{charge.payment_id}); a paid cycle is never charged again")
-        if status == CS.AMOUNT_MISMATCH:
-            raise RetryRefused(f"charge {charge.id} was approved for {charge.approved_amount} won "
-                               f"instead of {charge.amount}; check it with NAVER Pay before anything else")
-        if status in INFLIGHT:
-            return RetryDecision(charge.id, status, "enqueued")
-        sub = charge.subscription
-        if status == CS.RETRY_WAIT:
-            action = "due_now"
-        elif not reopen:
-            raise RetryRefused(f"charge {charge.id} is {status}; pass --reopen to try it again")
-        elif sub.status != SS.ACTIVE:
-            raise RetryRefused(f"charge {charge.id}: subscription {sub.id} is {sub.status}; "
-                               "only an active subscription can be charged (resume it first)")
-        else:
-            action = "reopened"
+        status = charge.status
+        action = retry_action(charge, reopen)
+        if action == "enqueued":
+            return RetryDecision(charge.id, status, action)
         moved = s.execute(update(Charge).where(Charge.id == charge.id, Charge.status == status)
                           .values(status=CS.RETRY_WAIT, next_attempt_at=now, lease_until=None,
                                   reason=None if action == "reopened" else charge.reason,
@@ -110,6 +95,9 @@ def retry_action(charge: Charge, reopen: bool = False) -> str:
     if not reopen:
         raise RetryRefused(f"charge {charge.id} is {status}; pass --reopen to try it again")
     sub = charge.subscription
+    if sub.status in (SS.REVOKING, SS.REVOKED):
+        raise RetryRefused(f"charge {charge.id}: subscription {sub.id} is {sub.status}: its NAVER Pay "
+                           "registration was expired; the customer must register again")
     if sub.status != SS.ACTIVE:
         raise RetryRefused(f"charge {charge.id}: subscription {sub.id} is {sub.status}; "
                            "only an active subscription can be charged (resume it first)")

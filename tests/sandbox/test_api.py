@@ -234,3 +234,28 @@ def test_extra_response_fields_switch(naver: Naver):
     naver.control("config", {"extraResponseFields": True})
     reply = naver.call("recurrent/v1/list", json={"recurrentId": "x"})
     assert "sandboxExtraMember" in reply.json() and "sandboxExtraField" in reply.json()["body"]
+
+
+@pytest.mark.parametrize(("store_non_final", "retry_status"), [(False, 200), (True, 409)])
+def test_maintenance_answers_are_stored_only_with_store_non_final(naver: Naver, store_non_final,
+                                                                 retry_status):
+    recurrent_id = naver.registration()
+    payment_id = naver.reserve(recurrent_id)
+    naver.control("config", {"maintenance": "MaintenanceOngoing",
+                             "storeNonFinal": store_non_final})
+    assert naver.approve(recurrent_id, payment_id, key="m").json()["code"] == "MaintenanceOngoing"
+    naver.control("config", {"maintenance": "off"})
+    retry = naver.approve(recurrent_id, payment_id, key="m")
+    assert retry.status_code == retry_status
+    expected = "MaintenanceOngoing" if store_non_final else "Success"
+    assert retry.json()["code"] == expected
+
+
+def test_a_global_5xx_fault_releases_the_key(naver: Naver):
+    recurrent_id = naver.registration()
+    payment_id = naver.reserve(recurrent_id)
+    naver.control("faults", {"errorRate": 1.0, "seed": 3})
+    assert naver.approve(recurrent_id, payment_id, key="f").status_code == 500
+    naver.control("faults", {})
+    assert naver.approve(recurrent_id, payment_id, key="f").json()["code"] == "Success"
+    assert naver.ledger()["payments"][0]["approvalRequests"] == 1

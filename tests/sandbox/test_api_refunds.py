@@ -78,8 +78,7 @@ def test_cancel_not_complete_then_completes_by_itself(naver: Naver, clock):
     assert [r["admissionTypeCode"] for r in rows] == ["01", "04"] and rows[1]["payHistId"]
     payment = naver.ledger()["payments"][0]
     assert (payment["state"], payment["restAmount"]) == ("PARTIALLY_CANCELLED", 600)
-    assert naver.config_value("cancelNotCompleteNext") == 0 if hasattr(naver, "config_value") \
-        else naver.http.get("/_sandbox/config").json()["cancelNotCompleteNext"] == 0
+    assert naver.http.get("/_sandbox/config").json()["cancelNotCompleteNext"] == 0
 
 
 def test_history_of_unknown_or_unapproved_payment(naver: Naver):

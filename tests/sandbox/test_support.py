@@ -129,3 +129,18 @@ def test_answers_encode_korean_and_extra_fields():
     assert b"sandboxExtraField" in answer.encode(extra_fields=True)
     assert not fail(Code.ALREADY_ON_GOING).final and fail(Code.FAIL).final
     assert not fail(Code.SERVER_ERROR, status=500).final
+
+
+def test_create_app_takes_start_options_and_reset_restores_them():
+    from starlette.testclient import TestClient
+
+    from sandbox.server import create_app
+
+    with TestClient(create_app(reserve_window_seconds=5, duplicateMerchantPayId="reject")) as http:
+        assert http.get("/_sandbox/config").json()["reserveWindowSeconds"] == 5.0
+        http.post("/_sandbox/config", json={"reserveWindowSeconds": 9})
+        http.post("/_sandbox/reset")
+        shown = http.get("/_sandbox/config").json()
+        assert (shown["reserveWindowSeconds"], shown["duplicateMerchantPayId"]) == (5.0, "reject")
+    with pytest.raises(ValueError, match="unknown option"):
+        create_app(no_such_option=1)
