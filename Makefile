@@ -24,9 +24,12 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check models scheduler worker sandbox tests bench celeryconfig.py
+	$(VENV)/bin/mypy models scheduler worker sandbox
 
 bench: $(STAMP)
 	$(PY) bench/bench_client_sandbox.py
+	$(PY) bench/bench_walk.py
+	$(PY) bench/bench_billing.py
 
 clean:
 	rm -rf $(VENV) var/*.db var/redis

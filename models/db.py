@@ -65,6 +65,11 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE/DELETE (the compare-and-set primitive's answer)."""
+    return int(result.rowcount or 0)
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)

@@ -143,9 +143,8 @@ class Merchant(Base):
     # Retry policy, plain columns a user can set with SQL.
     retry_delays: Mapped[str] = mapped_column(String(200), server_default="1h,1d,3d")
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="4")
-    retryable_codes: Mapped[str] = mapped_column(
-        String(500), server_default="NotEnoughAccountBalance,BankMaintenance,FaultCheckOngoing,BankCheckTime,TimeExpired,Fail"
-    )
+    retryable_codes: Mapped[str] = mapped_column(String(500), server_default=(
+        "NotEnoughAccountBalance,BankMaintenance,FaultCheckOngoing,BankCheckTime,TimeExpired,Fail"))
     final_action: Mapped[str] = mapped_column(String(20), server_default=FinalAction.EXPIRE.value)
     missed_cycles: Mapped[str] = mapped_column(String(20), server_default=MissedCycles.LATEST.value)
     # Notifications: final failures always; the other events only when listed in notify_on.
@@ -164,19 +163,10 @@ class Subscription(Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("tax_free_amount >= 0 AND tax_free_amount <= amount", name="tax_free_range"),
         CheckConstraint(_in("status", SubscriptionStatus), name="status_known"),
-        # The walk's two queries read only what is due (partial indexes on both databases).
-        Index(
-            "ix_subscriptions_due",
-            "next_charge_at",
-            sqlite_where=text("status = 'active'"),
-            postgresql_where=text("status = 'active'"),
-        ),
-        Index(
-            "ix_subscriptions_unscheduled",
-            "id",
-            sqlite_where=text("status = 'active' AND next_charge_at IS NULL"),
-            postgresql_where=text("status = 'active' AND next_charge_at IS NULL"),
-        ),
+        # The walk reads only what is due: (status, next_charge_at) serves both "active and
+        # due" and "active and unscheduled (NULL)". Plain composite indexes, not partial ones:
+        # SQLite cannot use a partial index for a query whose status is a bound parameter.
+        Index("ix_subscriptions_due", "status", "next_charge_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -211,14 +201,8 @@ class Charge(Base):
         UniqueConstraint("subscription_id", "cycle_at", name="uq_charges_subscription_cycle"),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint(_in("status", ChargeStatus), name="status_known"),
-        Index("ix_charges_retry_due", "next_attempt_at",
-              sqlite_where=text("status = 'retry_wait'"),
-              postgresql_where=text("status = 'retry_wait'")),
-        Index("ix_charges_inflight_lease", "lease_until",
-              sqlite_where=text("status IN ('pending','reserving','reserved','approving','unknown')"),
-              postgresql_where=text(
-                  "status IN ('pending','reserving','reserved','approving','unknown')")),
-        Index("ix_charges_status", "status"),
+        Index("ix_charges_retry_due", "status", "next_attempt_at"),
+        Index("ix_charges_lease", "status", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -271,7 +255,7 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("dedupe_key", "channel", name="uq_notifications_dedupe_channel"),
         CheckConstraint(_in("status", NotificationStatus), name="status_known"),
-        Index("ix_notifications_pending", "status"),
+        Index("ix_notifications_pending", "status", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

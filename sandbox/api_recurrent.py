@@ -87,6 +87,13 @@ async def pay_reserve(ctx: Ctx) -> Answer:
     state = ctx.state
     check_order(order, state.config)
     recurrent_id = p.text("recurrentId")
+    if state.config.auto_register and recurrent_id not in state.registrations.by_id:
+        # Demo mode: the customer is taken to have registered in NAVER Pay's window already.
+        state.registrations.create(
+            merchant_user_id=order.merchant_user_id, product_code="AUTO",
+            product_name=order.product_name, behaviour=Behaviour(), now=ctx.now(),
+            recurrent_id=recurrent_id,
+        )
     registration = state.registrations.require_valid(
         recurrent_id, state.config.expired_registration_code
     )

@@ -47,6 +47,7 @@ class SandboxConfig:
     merchant_id: str = "sandbox-merchant"
     merchant_name: str = "네이버페이 샌드박스 상점"
     extra_response_fields: bool = False
+    auto_register: bool = False
 
 
 HELP: Mapping[str, str] = {
@@ -72,6 +73,8 @@ HELP: Mapping[str, str] = {
     "merchant_id": "merchantId in approval details",
     "merchant_name": "merchantName in approval details",
     "extra_response_fields": "add unknown members to answers (backward-compatibility tests)",
+    "auto_register": "treat an unknown recurrentId at pay reserve as a VALID registration made in "
+    "NAVER Pay's window (demos: subscriptions inserted with any recurrentId get charged)",
 }
 
 
@@ -157,6 +160,7 @@ _CONVERT: Mapping[str, Callable[[Any], Any]] = {
     "cancel_deadline_days": _number(float, 0.0, optional=True),
     "naverpoint_save": _bool,
     "extra_response_fields": _bool,
+    "auto_register": _bool,
 }
 
 

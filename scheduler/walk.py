@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Charge, ChargeStatus, MissedCycles, Notification, Subscription
 from models import NotificationStatus as NS
 from models import SubscriptionStatus as SS
+from models.db import rowcount
 from scheduler.cycles import due_cycles, next_cycle
 from scheduler.validation import problems
 
@@ -111,15 +112,19 @@ def _in_batches(sessions: sessionmaker[Session], step: Any, config: WalkConfig) 
 
 def cancel_inactive(session: Session, now: datetime) -> int:
     """Cancel wins: pending attempts of paused/canceled/revoked subscriptions stop here."""
-    inactive = select(Subscription.id).where(Subscription.status != SS.ACTIVE)
+    # Driven by the (few) cancelable charges, each checked against its subscription by key;
+    # never a scan of all subscriptions.
+    inactive = (select(Subscription.id)
+                .where(Subscription.id == Charge.subscription_id, Subscription.status != SS.ACTIVE)
+                .exists())
     result = session.execute(
         update(Charge)
-        .where(Charge.status.in_(CANCELABLE), Charge.subscription_id.in_(inactive))
+        .where(Charge.status.in_(CANCELABLE), inactive)
         .values(status=ChargeStatus.CANCELED, reason="subscription is no longer active",
                 next_attempt_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def _locked(query: Select[Any], limit: int) -> Select[Any]:
@@ -137,8 +142,10 @@ def _mark_invalid(sub: Subscription, reasons: Sequence[str], now: datetime, repo
 
 
 def _schedule_new(session: Session, now: datetime, config: WalkConfig, report: WalkReport) -> int:
+    # No ORDER BY: sorting by id would tempt SQLite to walk the whole primary key instead
+    # of the (status, next_charge_at) index.
     query = select(Subscription).where(Subscription.status == SS.ACTIVE,
-                                       Subscription.next_charge_at.is_(None)).order_by(Subscription.id)
+                                       Subscription.next_charge_at.is_(None))
     subs = session.scalars(_locked(query, config.batch_size)).unique().all()
     for sub in subs:
         reasons = problems(sub)
@@ -156,6 +163,7 @@ def _bill_due(session: Session, now: datetime, config: WalkConfig, report: WalkR
                                        Subscription.next_charge_at <= now).order_by(
         Subscription.next_charge_at)
     subs = session.scalars(_locked(query, config.batch_size)).unique().all()
+    rows: list[dict[str, Any]] = []
     for sub in subs:
         reasons = problems(sub)
         if reasons:
@@ -166,16 +174,24 @@ def _bill_due(session: Session, now: datetime, config: WalkConfig, report: WalkR
                                        config.max_cycles_per_subscription)
         plan = plan_cycles(cycles, complete=following > now, rule=sub.merchant.missed_cycles,
                            cutoff=now - config.missed_grace)
-        for cycle_at, skip_reason in plan:
-            charge_id = _insert_charge(session, sub, cycle_at, skip_reason, now + config.lease, now)
-            if charge_id is None:
-                continue  # this cycle already has its charge (another walk made it)
-            if skip_reason:
-                report.skipped += 1
-            else:
-                report.new_charge_ids.append(charge_id)
+        rows += [_charge_row(sub, cycle_at, reason, now, config) for cycle_at, reason in plan]
         sub.next_charge_at, sub.updated_at = following, now
+    for charge_id, status in _insert_charges(session, rows):
+        if status == ChargeStatus.SKIPPED:
+            report.skipped += 1
+        else:
+            report.new_charge_ids.append(charge_id)
     return len(subs)
+
+
+def _charge_row(sub: Subscription, cycle_at: datetime, skip_reason: str | None, now: datetime,
+                config: WalkConfig) -> dict[str, Any]:
+    return {"subscription_id": sub.id, "recurrent_id": sub.recurrent_id, "cycle_at": cycle_at,
+            "merchant_pay_id": merchant_pay_id(sub.recurrent_id, cycle_at), "amount": sub.amount,
+            "tax_free_amount": sub.tax_free_amount,
+            "status": ChargeStatus.SKIPPED if skip_reason else ChargeStatus.PENDING,
+            "reason": skip_reason, "lease_until": None if skip_reason else now + config.lease,
+            "created_at": now, "updated_at": now}
 
 
 def plan_cycles(
@@ -201,26 +217,22 @@ def plan_cycles(
     return [(c, None if c in billed else reason) for c in cycles]
 
 
-def _insert_charge(
-    session: Session, sub: Subscription, cycle_at: datetime, skip_reason: str | None,
-    lease_until: datetime, now: datetime,
-) -> int | None:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = (
-        insert(Charge)
-        .values(subscription_id=sub.id, recurrent_id=sub.recurrent_id, cycle_at=cycle_at,
-                merchant_pay_id=merchant_pay_id(sub.recurrent_id, cycle_at), amount=sub.amount,
-                tax_free_amount=sub.tax_free_amount,
-                status=ChargeStatus.SKIPPED if skip_reason else ChargeStatus.PENDING,
-                reason=skip_reason, lease_until=None if skip_reason else lease_until,
-                created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["subscription_id", "cycle_at"])
-        .returning(Charge.id)
-    )
-    return session.execute(stmt).scalar_one_or_none()
+def _insert_charges(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Insert-or-ignore on (subscription, cycle); returns (id, status) of the rows inserted.
+
+    A cycle that already has its charge (another walk made it) is silently left alone.
+    """
+    if not rows:
+        return []
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = Charge.__table__
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (dialect.insert(table)
+            .on_conflict_do_nothing(index_elements=["subscription_id", "cycle_at"])
+            .returning(table.c.id, table.c.status))
+    session.flush()  # the subscriptions' new next_charge_at goes out in the same transaction
+    return [(row.id, row.status) for row in session.execute(stmt, rows)]
 
 
 def _claim_charges(session: Session, now: datetime, config: WalkConfig, condition: Any) -> list[int]:

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export NPAY_VAR_DIR="${NPAY_VAR_DIR:-var}"   # everything make run writes lives here
 mkdir -p "$NPAY_VAR_DIR/log"
+NPAY_VAR_DIR="$(cd "$NPAY_VAR_DIR" && pwd)"   # absolute: redis-server changes directory
 
 export DATABASE_URL="${DATABASE_URL:-sqlite:///$NPAY_VAR_DIR/npay-billing.db}"
 export SANDBOX_PORT="${SANDBOX_PORT:-8055}"

@@ -40,6 +40,7 @@ from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Subscription, utcnow
 from models import ChargeStatus as CS
 from models import FinalAction as FA
 from models import SubscriptionStatus as SS
+from models.db import rowcount
 from scheduler.policy import PolicyError, RetryPolicy
 from worker import logs, notify
 from worker.naverpay.client import NaverPayClient
@@ -77,6 +78,7 @@ class ChargeOutcome:
 
     charge_id: int
     status: str | None = None
+    code: str | None = None  # the last NAVER code seen (for metrics)
     busy: bool = False
     notification_ids: list[int] = field(default_factory=list)
     expire_subscription_id: int | None = None
@@ -116,7 +118,8 @@ def _drive(engine: ChargeEngine, charge_id: int, owner: str, out: ChargeOutcome)
                 STEPS[CS(charge.status)](engine, charge, out)
             except _Stop:
                 break
-        out.status = _load(engine, charge_id).status
+        final = _load(engine, charge_id)
+        out.status, out.code = final.status, final.last_code
     finally:
         _release(engine, charge_id, owner)
 
@@ -130,13 +133,13 @@ def _acquire(engine: ChargeEngine, charge_id: int, owner: str) -> bool:
         if charge is None:
             log.error("charge %s does not exist", charge_id, extra={"charge_id": charge_id})
             return False
-        got = s.execute(
+        got = rowcount(s.execute(
             update(Subscription)
             .where(Subscription.id == charge.subscription_id,
                    or_(Subscription.lock_until.is_(None), Subscription.lock_until < now,
                        Subscription.lock_owner == owner))
             .values(lock_owner=owner, lock_until=now + engine.lease)
-        ).rowcount
+        ))
         if got:
             charge.lease_until = now + engine.lease
         return bool(got)
@@ -166,17 +169,17 @@ def _load(engine: ChargeEngine, charge_id: int) -> Charge:
 def _cas(s: Session, charge: Charge, sources: Iterable[CS], target: CS, now: datetime,
          **values: Any) -> bool:
     """Compare-and-set: move ``charge`` to ``target`` only if it is still in ``sources``."""
-    result = s.execute(
+    moved = rowcount(s.execute(
         update(Charge)
         .where(Charge.id == charge.id, Charge.status.in_([c.value for c in sources]))
         .values(status=target, updated_at=now, **values)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount:
+    ))
+    if moved:
         log.info("charge %s: %s -> %s", charge.id, charge.status, target.value)
     else:
         log.info("charge %s: lost the race to move to %s", charge.id, target.value)
-    return bool(result.rowcount)
+    return bool(moved)
 
 
 # --- calls ----------------------------------------------------------------------------------

@@ -108,16 +108,20 @@ def db_current(env: Env, as_json: bool) -> None:
               help="Port to listen on.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def sandbox(host: str, port: int, log_level: str) -> None:
+@click.option("--auto-register", is_flag=True,
+              help="Accept any unknown recurrentId as a registration made in NAVER Pay's window "
+                   "(demos: rows inserted with SQL get charged). `make run` turns it on.")
+def sandbox(host: str, port: int, log_level: str, auto_register: bool) -> None:
     """Run the local NAVER Pay sandbox (a faithful simulator) until Ctrl-C.
 
     Point the worker at it with NAVERPAY_API_BASE=http://HOST:PORT (the default).
+    More switches (faults, windows, credentials): `python -m sandbox --help`.
     """
     from sandbox.server import run
 
     click.echo(f"NAVER Pay sandbox on http://{host}:{port} (Ctrl-C to stop)", err=True)
     try:
-        run(host, port, log_level=log_level)
+        run(host, port, log_level=log_level, auto_register=auto_register)
     except KeyboardInterrupt:
         pass
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("npay_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "npay_log_context", default=None)
 
 TEXT_FORMAT = ("%(asctime)s %(levelname)s [%(processName)s] %(name)s "
                "charge=%(charge_id)s recurrent=%(recurrent_id)s: %(message)s")
@@ -25,7 +26,7 @@ TEXT_FORMAT = ("%(asctime)s %(levelname)s [%(processName)s] %(name)s "
 @contextmanager
 def bind(**fields: Any) -> Iterator[None]:
     """Attach ``fields`` (e.g. charge_id, recurrent_id) to every log line in this block."""
-    token = _context.set({**_context.get(), **fields})
+    token = _context.set({**(_context.get() or {}), **fields})
     try:
         yield
     finally:
@@ -40,7 +41,7 @@ class ContextFilter(logging.Filter):
         self.secret = secret or os.environ.get("NAVERPAY_CLIENT_SECRET") or None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = _context.get()
+        context = _context.get() or {}
         for name in ("charge_id", "recurrent_id", "subscription_id"):
             if not hasattr(record, name):
                 setattr(record, name, context.get(name, "-"))

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Charge, Subscription
 from models import ChargeStatus as CS
 from models import SubscriptionStatus as SS
+from models.db import rowcount
 
 INFLIGHT = {CS.PENDING, CS.RESERVING, CS.RESERVED, CS.APPROVING, CS.UNKNOWN}
 REOPENABLE = {CS.FAILED, CS.CANCELED, CS.SKIPPED}
@@ -68,10 +69,10 @@ def prepare_retry(sessions: sessionmaker[Session], target: str, now: datetime,
         action = retry_action(charge, reopen)
         if action == "enqueued":
             return RetryDecision(charge.id, status, action)
-        moved = s.execute(update(Charge).where(Charge.id == charge.id, Charge.status == status)
+        moved = rowcount(s.execute(update(Charge).where(Charge.id == charge.id, Charge.status == status)
                           .values(status=CS.RETRY_WAIT, next_attempt_at=now, lease_until=None,
                                   reason=None if action == "reopened" else charge.reason,
-                                  updated_at=now)).rowcount
+                                  updated_at=now)))
         if not moved:
             raise RetryRefused(f"charge {charge.id} changed while retrying; run the command again")
         return RetryDecision(charge.id, status, action)

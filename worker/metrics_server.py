@@ -46,9 +46,10 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = utcnow()
         with self.sessions() as s:
-            charges = dict(s.execute(select(Charge.status, func.count()).group_by(Charge.status)).all())
-            subs = dict(s.execute(select(Subscription.status, func.count())
-                                  .group_by(Subscription.status)).all())
+            charges: dict[str, int] = {status: n for status, n in s.execute(
+                select(Charge.status, func.count()).group_by(Charge.status))}
+            subs: dict[str, int] = {status: n for status, n in s.execute(
+                select(Subscription.status, func.count()).group_by(Subscription.status))}
             pending = s.scalar(select(func.count()).where(
                 Notification.status.in_((NS.PENDING, NS.SENDING)))) or 0
             lag = walk_lag_seconds(s, now)
@@ -56,8 +57,8 @@ class DatabaseCollector(Collector):
         for status in CS:
             by_charge.add_metric([status.value], charges.get(status.value, 0))
         by_sub = GaugeMetricFamily("npay_subscriptions", "Subscriptions by status", labels=["status"])
-        for status in SS:
-            by_sub.add_metric([status.value], subs.get(status.value, 0))
+        for sub_status in SS:
+            by_sub.add_metric([sub_status.value], subs.get(sub_status.value, 0))
         yield by_charge
         yield by_sub
         yield GaugeMetricFamily("npay_unknown_outcomes_open",
@@ -77,7 +78,7 @@ def registry_for(sessions: sessionmaker[Session]) -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(DatabaseCollector(sessions))
     return registry
 

@@ -39,6 +39,7 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from models import Charge, Merchant, Notification, Subscription
 from models import NotificationStatus as NS
+from models.db import rowcount
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def korean_text(event: str, charge: Charge, sub: Subscription) -> str:
     if event == SUCCEEDED:
         return f"[{product}] 정기결제 {amount}이 정상적으로 결제되었습니다."
     if event == ATTEMPT_FAILED:
-        when = charge.next_attempt_at.astimezone(KST).strftime("%Y-%m-%d %H:%M") if charge.next_attempt_at else ""
+        at = charge.next_attempt_at
+        when = at.astimezone(KST).strftime("%Y-%m-%d %H:%M") if at else ""
         return (f"[{product}] 정기결제 {amount} 승인이 실패했습니다({charge.last_code}). "
                 f"{when}에 다시 시도합니다. 결제수단의 잔액과 상태를 확인해 주세요.")
     if event == AMOUNT_MISMATCH:
@@ -179,13 +181,13 @@ def deliver(sessions: sessionmaker[Session], notification_id: int, senders: dict
     """Claim, send and mark one notification; returns its status afterwards."""
     now = clock()
     with sessions.begin() as s:
-        claimed = s.execute(
+        claimed = rowcount(s.execute(
             update(Notification).where(
                 Notification.id == notification_id,
                 or_(Notification.status == NS.PENDING,
                     (Notification.status == NS.SENDING) & (Notification.lease_until < now)))
             .values(status=NS.SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
-        ).rowcount
+        ))
         row = s.get(Notification, notification_id)
         if row is None:
             return "missing"

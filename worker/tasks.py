@@ -66,7 +66,7 @@ def charge(self: Task, charge_id: int) -> str | None:
         # Another run holds this registration; try again shortly (never a long countdown).
         raise self.retry(countdown=5)
     if outcome.status:
-        metrics.CHARGES.labels(outcome=outcome.status, code="").inc()
+        metrics.CHARGES.labels(outcome=outcome.status, code=outcome.code or "none").inc()
     log.info("charge %s -> %s", charge_id, outcome.status, extra={"charge_id": charge_id})
     return outcome.status
 

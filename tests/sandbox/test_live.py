@@ -88,3 +88,29 @@ def test_command_line_options():
         assert (shown["reserveWindowSeconds"], shown["chainIds"]) == (1.0, ["chain-a"])
     finally:
         service.stop()
+
+
+def test_auto_register_charges_any_recurrent_id():
+    """`--auto-register` (make run's demo mode): an unknown recurrentId becomes VALID."""
+    import httpx
+
+    from tests.services import start_sandbox
+
+    svc = start_sandbox("--auto-register")
+    try:
+        headers = {"X-Naver-Client-Id": "sandbox-client-id",
+                   "X-Naver-Client-Secret": "sandbox-client-secret",
+                   "X-NaverPay-Chain-Id": "sandbox-recurrent-chain-id"}
+        base = f"{svc.url}/naverpay-partner/naverpay/payments/recurrent/pay/v3"
+        form = {"recurrentId": "20261128RE1003007926ZStYYU", "totalPayAmount": "9900",
+                "taxScopeAmount": "9900", "taxExScopeAmount": "0", "productName": "월간 구독",
+                "merchantPayId": "M-1", "merchantUserId": "user-42"}
+        reserved = httpx.post(f"{base}/reserve", data=form, headers=headers).json()
+        assert reserved["code"] == "Success"
+        approved = httpx.post(f"{base}/approval", headers=headers, data={
+            "recurrentId": form["recurrentId"], "paymentId": reserved["body"]["paymentId"]}).json()
+        assert approved["code"] == "Success"
+        ledger = httpx.get(f"{svc.url}/_sandbox/ledger").json()
+        assert [r["state"] for r in ledger["registrations"]] == ["VALID"]
+    finally:
+        svc.stop()

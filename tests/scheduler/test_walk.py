@@ -172,7 +172,8 @@ def test_cancel_wins_over_pending_attempts(db):
     sub = add(db, "RE-1")
     walk(db.sessions, T0)
     walk(db.sessions, T0 + timedelta(seconds=6))
-    db.sql("UPDATE charges SET status = 'retry_wait', next_attempt_at = :t", t=(T0 + timedelta(hours=1)).replace(tzinfo=None))
+    later = (T0 + timedelta(hours=1)).replace(tzinfo=None)
+    db.sql("UPDATE charges SET status = 'retry_wait', next_attempt_at = :t", t=later)
     db.sql("UPDATE subscriptions SET status = 'paused' WHERE id = :i", i=sub)
     report = walk(db.sessions, T0 + timedelta(hours=2))
     assert report.canceled == 1 and report.charge_ids == []
@@ -186,7 +187,8 @@ def test_retry_due_and_stuck_charges_are_claimed_once_per_lease(db):
     walk(db.sessions, T0 + timedelta(seconds=6))
     with db.sessions.begin() as s:
         first, second = s.scalars(sa.select(Charge).order_by(Charge.id)).all()
-        first.status, first.next_attempt_at, first.lease_until = "retry_wait", T0 + timedelta(seconds=30), None
+        first.status, first.lease_until = "retry_wait", None
+        first.next_attempt_at = T0 + timedelta(seconds=30)
         second.status = "approving"  # a worker died mid-approval; its lease runs out
     config = WalkConfig(lease=timedelta(seconds=60))
     later = T0 + timedelta(seconds=31)

@@ -25,7 +25,7 @@ INSERT = ("INSERT INTO subscriptions (recurrent_id, merchant_user_id, product_co
 
 
 @pytest.fixture
-def stack(db, redis_service, sandbox_url):
+def stack(db, redis_service, sandbox_url, request):
     """Worker processes wired to this test's database, the shared Redis and the sandbox."""
     redis.Redis.from_url(redis_service.url).flushdb()
     env = {
@@ -38,14 +38,17 @@ def stack(db, redis_service, sandbox_url):
     procs.db, procs.sandbox = db, Sandbox(sandbox_url)
     yield procs
     procs.stop_all()
-
-
-@pytest.fixture(autouse=True)
-def _logs_on_failure(request):
-    yield
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and "stack" in request.fixturenames:
-        print(request.getfixturevalue("stack").dump_logs())
+    if report is not None and report.failed:
+        print(procs.dump_logs())  # the processes' own account of what went wrong
+
+
+def drain(stack, timeout=45):
+    """Stop new cycles, let beat recover anything stuck (after its lease), then stop beat."""
+    stack.db.sql("UPDATE subscriptions SET next_charge_at = :far", far="2099-01-01 00:00:00")
+    wait_for(lambda: settled(stack), timeout, "in-flight charges to finish")
+    for name in [n for n in list(stack.procs) if n.startswith("beat")]:
+        stack.stop(name)
 
 
 def subscribe(stack, behaviour=None, cron="* * * * * */2", amount=9900, email=None):
@@ -82,8 +85,7 @@ def test_happy_path_inserted_with_sql_is_charged_once_per_cycle(stack):
     for rid in rids:
         wait_for(lambda rid=rid: sum(r[1] == "succeeded" for r in charges_of(stack, rid)) >= 2,
                  45, f"two paid cycles of {rid}")
-    stack.stop("beat")
-    wait_for(lambda: settled(stack), 30, "in-flight charges to finish")
+    drain(stack)
     for rid in rids:
         assert_ledger_agrees(stack, rid)
         cycles = stack.db.sql("SELECT cycle_at FROM charges WHERE recurrent_id = :r", r=rid)
@@ -151,8 +153,7 @@ def test_declines_until_the_policy_gives_up_expire_and_notify_once(stack, webhoo
     wait_for(lambda: sum(r[1] == "succeeded" for r in charges_of(stack, healthy)) >= 2, 30,
              "the healthy subscription to keep billing")
     wait_for(lambda: len(mails) >= 1 and len(hooks) >= 1, 20, "webhook and e-mail delivery")
-    stack.stop("beat")
-    wait_for(lambda: settled(stack), 30, "in-flight charges to finish")
+    drain(stack)
     final = [h for h in hooks if h[1]["event"] == "charge.final_failure"]
     assert len(final) == 1
     headers, payload, raw = final[0]
@@ -174,8 +175,7 @@ def test_timeout_after_naver_charged_is_resolved_without_a_second_approval(stack
     stack.worker()
     stack.beat()
     wait_for(lambda: any(r[1] == "succeeded" for r in charges_of(stack, rid)), 40, "the charge")
-    stack.stop("beat")
-    wait_for(lambda: settled(stack), 30, "in-flight charges to finish")
+    drain(stack)
     assert_ledger_agrees(stack, rid)
     assert all(p["approvalRequests"] == 1 for p in stack.sandbox.approved(rid))
     kinds = stack.db.sql("SELECT kind, outcome FROM charge_attempts ORDER BY id")
@@ -199,11 +199,9 @@ def test_duplicate_messages_and_two_beats_charge_each_cycle_once(stack):
         for _ in range(3):
             for charge_id in ids:
                 app.send_task("worker.charge", args=[charge_id], connection=conn)
-    stack.stop("beat-1")
-    stack.stop("beat-2")
     wait_for(lambda: redis.Redis.from_url(stack.env["CELERY_BROKER_URL"]).llen("celery") == 0,
              60, "the duplicate messages to be consumed")
-    wait_for(lambda: settled(stack), 30, "in-flight charges to finish")
+    drain(stack)
     for rid in rids:
         assert_ledger_agrees(stack, rid)
 
@@ -235,9 +233,8 @@ def test_flaky_naver_never_charges_a_cycle_twice(stack, request):
     for rid in rids:
         wait_for(lambda rid=rid: sum(r[1] == "succeeded" for r in charges_of(stack, rid)) >= 2,
                  60, f"two paid cycles of {rid} despite the faults")
-    stack.stop("beat")
     stack.sandbox.http.post("/_sandbox/faults", json={}).raise_for_status()
-    wait_for(lambda: settled(stack), 45, "every charge to settle once NAVER is healthy again")
+    drain(stack, timeout=60)  # every charge settles once NAVER is healthy again
     outcomes = [tuple(r) for r in stack.db.sql("SELECT outcome, count(*) FROM charge_attempts "
                                                "GROUP BY outcome")]
     assert dict(outcomes).get("transient", 0) > 0  # the faults really happened

@@ -56,6 +56,13 @@ class World:
                 sa.select(ChargeAttempt).where(ChargeAttempt.charge_id == charge_id)
                 .order_by(ChargeAttempt.id))]
 
+    def reserve_by_hand(self, rid, charge):
+        """Attempt 1's reservation, made exactly as the engine makes it (same keys)."""
+        return self.client.reserve_payment(
+            recurrent_id=rid, total_pay_amount=9900, tax_scope_amount=9900, tax_ex_scope_amount=0,
+            product_name="월간 구독", merchant_pay_id=f"{charge.merchant_pay_id}-1",
+            merchant_user_id="user-1", idempotency_key=f"{charge.merchant_pay_id}-1-reserve")
+
     def policy(self, **columns):
         sets = ", ".join(f"{k} = :{k}" for k in columns)
         self.db.sql(f"UPDATE merchants SET {sets} WHERE id = 1", **columns)
@@ -128,10 +135,7 @@ def test_worker_died_after_sending_approval(world):
     rid = world.subscribe()
     charge_id = world.due_charge()
     charge = world.charge(charge_id)
-    reservation = world.client.reserve_payment(
-        recurrent_id=rid, total_pay_amount=9900, tax_scope_amount=9900, tax_ex_scope_amount=0,
-        product_name="월간 구독", merchant_pay_id=f"{charge.merchant_pay_id}-1",
-        merchant_user_id="user-1", idempotency_key=f"{charge.merchant_pay_id}-1-reserve")
+    reservation = world.reserve_by_hand(rid, charge)
     world.client.approve_payment(recurrent_id=rid, payment_id=reservation.payment_id,
                                  idempotency_key=f"{charge.merchant_pay_id}-1-approve")
     world.db.sql("UPDATE charges SET status = 'approving', attempt_count = 1, payment_id = :p",
@@ -147,10 +151,7 @@ def test_worker_died_before_sending_approval(world):
     rid = world.subscribe()
     charge_id = world.due_charge()
     charge = world.charge(charge_id)
-    reservation = world.client.reserve_payment(
-        recurrent_id=rid, total_pay_amount=9900, tax_scope_amount=9900, tax_ex_scope_amount=0,
-        product_name="월간 구독", merchant_pay_id=f"{charge.merchant_pay_id}-1",
-        merchant_user_id="user-1", idempotency_key=f"{charge.merchant_pay_id}-1-reserve")
+    reservation = world.reserve_by_hand(rid, charge)
     world.db.sql("UPDATE charges SET status = 'approving', attempt_count = 1, payment_id = :p",
                  p=reservation.payment_id)
     out = world.run(charge_id)
@@ -228,10 +229,7 @@ def test_approved_amount_must_equal_reserved_amount(world):
     charge = world.charge(charge_id)
     # The reservation went out for 9,900 won, but the charge row says 10,000 (a row edited
     # by hand mid-flight, or any bug that makes the two disagree).
-    reservation = world.client.reserve_payment(
-        recurrent_id=rid, total_pay_amount=9900, tax_scope_amount=9900, tax_ex_scope_amount=0,
-        product_name="월간 구독", merchant_pay_id=f"{charge.merchant_pay_id}-1",
-        merchant_user_id="user-1", idempotency_key=f"{charge.merchant_pay_id}-1-reserve")
+    reservation = world.reserve_by_hand(rid, charge)
     world.db.sql("UPDATE charges SET status = 'reserved', attempt_count = 1, payment_id = :p, "
                  "amount = 10000", p=reservation.payment_id)
     out = world.run(charge_id)

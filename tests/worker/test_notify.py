@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
-from models import Charge, Merchant, Notification, Subscription
+from models import Charge, Merchant, Subscription
 from tests.worker.billing import Clock, Sleeps
 from worker import notify
 

@@ -3,7 +3,7 @@ charge_attempts, notifications.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 12:18:23.003781
+Create Date: 2026-11-28 12:45:45.667104
 """
 
 from __future__ import annotations
@@ -40,22 +40,13 @@ def upgrade() -> None:
         sa.Column("webhook_url", sa.String(length=500), nullable=True),
         sa.Column("webhook_secret", sa.String(length=200), nullable=True),
         sa.Column("notify_email", sa.Integer(), server_default="0", nullable=False),
-        sa.Column(
-            "notify_on", sa.String(length=200), server_default="final_failure", nullable=False
-        ),
-        sa.Column(
-            "created_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+        sa.Column("notify_on", sa.String(length=200), server_default="final_failure", nullable=False),
+        sa.Column("created_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
+        sa.CheckConstraint(
+            "final_action IN ('expire', 'pause', 'none')", name=op.f("ck_merchants_final_action_known")
         ),
         sa.CheckConstraint(
-            "final_action IN ('expire', 'pause', 'none')",
-            name=op.f("ck_merchants_final_action_known"),
-        ),
-        sa.CheckConstraint(
-            "missed_cycles IN ('latest', 'all', 'skip')",
-            name=op.f("ck_merchants_missed_cycles_known"),
+            "missed_cycles IN ('latest', 'all', 'skip')", name=op.f("ck_merchants_missed_cycles_known")
         ),
         sa.CheckConstraint("max_attempts >= 1", name=op.f("ck_merchants_max_attempts_positive")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_merchants")),
@@ -85,26 +76,15 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("lock_owner", sa.String(length=64), nullable=True),
         sa.Column("lock_until", sa.DateTime(), nullable=True),
-        sa.Column(
-            "created_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
-        ),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
-        ),
+        sa.Column("created_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
         sa.CheckConstraint(
             "status IN ('active', 'paused', 'canceled', 'revoking', 'revoked', 'invalid')",
             name=op.f("ck_subscriptions_status_known"),
         ),
         sa.CheckConstraint("amount > 0", name=op.f("ck_subscriptions_amount_positive")),
         sa.CheckConstraint(
-            "tax_free_amount >= 0 AND tax_free_amount <= amount",
-            name=op.f("ck_subscriptions_tax_free_range"),
+            "tax_free_amount >= 0 AND tax_free_amount <= amount", name=op.f("ck_subscriptions_tax_free_range")
         ),
         sa.ForeignKeyConstraint(
             ["merchant_id"], ["merchants.id"], name=op.f("fk_subscriptions_merchant_id_merchants")
@@ -113,20 +93,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("recurrent_id", name=op.f("uq_subscriptions_recurrent_id")),
     )
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_subscriptions_due",
-            ["next_charge_at"],
-            unique=False,
-            sqlite_where=sa.text("status = 'active'"),
-            postgresql_where=sa.text("status = 'active'"),
-        )
-        batch_op.create_index(
-            "ix_subscriptions_unscheduled",
-            ["id"],
-            unique=False,
-            sqlite_where=sa.text("status = 'active' AND next_charge_at IS NULL"),
-            postgresql_where=sa.text("status = 'active' AND next_charge_at IS NULL"),
-        )
+        batch_op.create_index("ix_subscriptions_due", ["status", "next_charge_at"], unique=False)
 
     op.create_table(
         "charges",
@@ -147,55 +114,24 @@ def upgrade() -> None:
         sa.Column("approved_amount", sa.Integer(), nullable=True),
         sa.Column("approved_at", sa.DateTime(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column(
-            "created_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
-        ),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
-        ),
+        sa.Column("created_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
         sa.CheckConstraint(
             "status IN ('pending', 'reserving', 'reserved', 'approving', 'unknown', 'retry_wait', 'succeeded', 'failed', 'amount_mismatch', 'skipped', 'canceled')",
             name=op.f("ck_charges_status_known"),
         ),
         sa.CheckConstraint("amount > 0", name=op.f("ck_charges_amount_positive")),
         sa.ForeignKeyConstraint(
-            ["subscription_id"],
-            ["subscriptions.id"],
-            name=op.f("fk_charges_subscription_id_subscriptions"),
+            ["subscription_id"], ["subscriptions.id"], name=op.f("fk_charges_subscription_id_subscriptions")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_charges")),
         sa.UniqueConstraint("merchant_pay_id", name=op.f("uq_charges_merchant_pay_id")),
         sa.UniqueConstraint("subscription_id", "cycle_at", name="uq_charges_subscription_cycle"),
     )
     with op.batch_alter_table("charges", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_charges_inflight_lease",
-            ["lease_until"],
-            unique=False,
-            sqlite_where=sa.text(
-                "status IN ('pending','reserving','reserved','approving','unknown')"
-            ),
-            postgresql_where=sa.text(
-                "status IN ('pending','reserving','reserved','approving','unknown')"
-            ),
-        )
-        batch_op.create_index(
-            "ix_charges_retry_due",
-            ["next_attempt_at"],
-            unique=False,
-            sqlite_where=sa.text("status = 'retry_wait'"),
-            postgresql_where=sa.text("status = 'retry_wait'"),
-        )
-        batch_op.create_index("ix_charges_status", ["status"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_charges_subscription_id"), ["subscription_id"], unique=False
-        )
+        batch_op.create_index("ix_charges_lease", ["status", "lease_until"], unique=False)
+        batch_op.create_index("ix_charges_retry_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_charges_subscription_id"), ["subscription_id"], unique=False)
 
     op.create_table(
         "charge_attempts",
@@ -211,12 +147,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=True),
         sa.Column("raw_body", sa.Text(), nullable=True),
         sa.Column("elapsed_ms", sa.Integer(), nullable=True),
-        sa.Column(
-            "created_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
-        ),
+        sa.Column("created_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
         sa.ForeignKeyConstraint(
             ["charge_id"], ["charges.id"], name=op.f("fk_charge_attempts_charge_id_charges")
         ),
@@ -228,9 +159,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_charge_attempts")),
     )
     with op.batch_alter_table("charge_attempts", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_charge_attempts_charge_id"), ["charge_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_charge_attempts_charge_id"), ["charge_id"], unique=False)
 
     op.create_table(
         "notifications",
@@ -247,12 +176,7 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.DateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("sent_at", sa.DateTime(), nullable=True),
-        sa.Column(
-            "created_at",
-            sa.DateTime(),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
-        ),
+        sa.Column("created_at", sa.DateTime(), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False),
         sa.CheckConstraint(
             "status IN ('pending', 'sending', 'sent', 'failed', 'no_channel')",
             name=op.f("ck_notifications_status_known"),
@@ -270,7 +194,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", name=op.f("uq_notifications_event_id")),
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.create_index("ix_notifications_pending", ["status"], unique=False)
+        batch_op.create_index("ix_notifications_pending", ["status", "lease_until"], unique=False)
 
 
 def downgrade() -> None:
@@ -284,34 +208,12 @@ def downgrade() -> None:
     op.drop_table("charge_attempts")
     with op.batch_alter_table("charges", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_charges_subscription_id"))
-        batch_op.drop_index("ix_charges_status")
-        batch_op.drop_index(
-            "ix_charges_retry_due",
-            sqlite_where=sa.text("status = 'retry_wait'"),
-            postgresql_where=sa.text("status = 'retry_wait'"),
-        )
-        batch_op.drop_index(
-            "ix_charges_inflight_lease",
-            sqlite_where=sa.text(
-                "status IN ('pending','reserving','reserved','approving','unknown')"
-            ),
-            postgresql_where=sa.text(
-                "status IN ('pending','reserving','reserved','approving','unknown')"
-            ),
-        )
+        batch_op.drop_index("ix_charges_retry_due")
+        batch_op.drop_index("ix_charges_lease")
 
     op.drop_table("charges")
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_subscriptions_unscheduled",
-            sqlite_where=sa.text("status = 'active' AND next_charge_at IS NULL"),
-            postgresql_where=sa.text("status = 'active' AND next_charge_at IS NULL"),
-        )
-        batch_op.drop_index(
-            "ix_subscriptions_due",
-            sqlite_where=sa.text("status = 'active'"),
-            postgresql_where=sa.text("status = 'active'"),
-        )
+        batch_op.drop_index("ix_subscriptions_due")
 
     op.drop_table("subscriptions")
     op.drop_table("merchants")

@@ -1,0 +1,138 @@
+"""`make run` as an operator uses it: the processes it starts (scripts/run.sh under honcho),
+a subscription inserted with SQL, a manual `npay-billing retry --wait`, Flower's HTTP API,
+the metrics endpoint, the logs, and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import wait_for
+from tests.services import ROOT, free_port
+from tests.worker.billing import Sandbox
+
+SECRET = "sandbox-client-secret"
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    ports = {name: free_port() for name in ("SANDBOX_PORT", "FLOWER_PORT", "METRICS_PORT", "REDIS_PORT")}
+    env = {**os.environ, "NPAY_VAR_DIR": str(tmp_path / "var"), "NPAY_DEMO": "0",
+           "BILLING_WALK_INTERVAL": "1", "WATCH_INTERVAL": "1", "BILLING_LEASE_SECONDS": "10",
+           **{k: str(v) for k, v in ports.items()}}
+    env.pop("CELERY_BROKER_URL", None)  # let run.sh start its private redis-server
+    env.pop("DATABASE_URL", None)
+    env.pop("NAVERPAY_API_BASE", None)
+    log = open(tmp_path / "make-run.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    run = type("MakeRun", (), {})()
+    run.proc, run.env, run.ports, run.dir = proc, env, ports, tmp_path
+    run.db = tmp_path / "var" / "npay-billing.db"
+    run.output = lambda: (tmp_path / "make-run.log").read_text(errors="replace")
+    yield run
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+def sql(run, statement, *params):
+    with sqlite3.connect(run.db) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def cli(run, *args, timeout=90):
+    env = {**run.env, "DATABASE_URL": f"sqlite:///{run.db}",
+           "CELERY_BROKER_URL": f"redis://127.0.0.1:{run.ports['REDIS_PORT']}/0"}
+    command = str(Path(sys.executable).parent / "npay-billing")  # the console script
+    return subprocess.run([command, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_make_run_end_to_end(make_run):
+    run = make_run
+    sandbox_url = f"http://127.0.0.1:{run.ports['SANDBOX_PORT']}"
+    flower = f"http://127.0.0.1:{run.ports['FLOWER_PORT']}"
+    wait_for(lambda: "Ctrl-C stops everything" in run.output(), 60, "run.sh to start honcho")
+    wait_for(lambda: _up(f"{sandbox_url}/_sandbox/health"), 30, "the sandbox")
+
+    # An operator adds subscriptions with plain SQL. Any recurrentId works in make run's
+    # sandbox; the second one's registration declines its first approval.
+    sql(run, "UPDATE merchants SET max_attempts = 1, final_action = 'none' WHERE id = 1")
+    declines_once = Sandbox(sandbox_url).register(behaviour={"declineCode": "NotEnoughAccountBalance",
+                                                             "declineTimes": 1})
+    insert = ("INSERT INTO subscriptions (recurrent_id, merchant_user_id, product_code, product_name, "
+              "amount, cron) VALUES (?, ?, 'PLAN-M', '월간 구독', 9900, ?)")
+    sql(run, insert, "20261128RE1003007926ZStYYU", "user-42", "* * * * * */2")
+    sql(run, insert, declines_once, "user-43", "0 0 1 1 *")
+    sql(run, "UPDATE subscriptions SET next_charge_at = CURRENT_TIMESTAMP WHERE recurrent_id = ?",
+        declines_once)
+    wait_for(lambda: sql(run, "SELECT count(*) FROM charges WHERE recurrent_id = ? AND "
+                              "status = 'succeeded'", "20261128RE1003007926ZStYYU")[0][0] >= 1,
+             60, "the SQL-inserted subscription to be charged")
+    failed = wait_for(lambda: sql(run, "SELECT id FROM charges WHERE recurrent_id = ? AND status = "
+                                       "'failed'", declines_once), 30, "the declined charge to fail")
+    charge_id = str(failed[0][0])
+
+    # Retry it by hand and follow it to its end.
+    refused = cli(run, "retry", charge_id)
+    assert refused.returncode == 1 and "--reopen" in refused.stderr
+    retried = cli(run, "retry", charge_id, "--reopen", "--wait", "--timeout", "60")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "succeeded" in retried.stdout
+    assert sql(run, "SELECT status FROM charges WHERE id = ?", charge_id) == [("succeeded",)]
+
+    # Flower: behind basic auth, and task arguments are ids only.
+    assert httpx.get(f"{flower}/api/tasks").status_code == 401
+    tasks = wait_for(lambda: _flower_tasks(flower), 30, "Flower to list tasks")
+    charges = [t for t in tasks.values() if t["name"] == "worker.charge"]
+    assert charges and all(t["args"].strip("[]()").strip(", ").isdigit() for t in charges)
+    text = httpx.get(f"{flower}/api/tasks", auth=("admin", "npay-billing")).text
+    assert SECRET not in text and "user-42" not in text
+
+    # Metrics: business gauges and the workers' counters.
+    metrics = httpx.get(f"http://127.0.0.1:{run.ports['METRICS_PORT']}/metrics").text
+    assert _sample(metrics, 'npay_charges{status="succeeded"}') >= 2
+    assert "npay_naverpay_request_seconds_count" in metrics
+    assert "npay_walk_lag_seconds" in metrics
+
+    # Logs carry the charge id and recurrentId, never the secret.
+    worker_log = (run.dir / "var" / "log" / "worker.log").read_text()
+    assert f"charge={charge_id} recurrent={declines_once}" in worker_log
+    assert SECRET not in worker_log and SECRET not in run.output()
+    assert "succeeded" in run.output()  # the live progress line
+
+    # Ctrl-C stops every process.
+    os.killpg(run.proc.pid, signal.SIGINT)
+    run.proc.wait(timeout=30)
+    wait_for(lambda: not _up(f"{sandbox_url}/_sandbox/health"), 10, "the sandbox to stop")
+    assert not _up(f"{flower}/")
+
+
+def _up(url):
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _flower_tasks(flower):
+    response = httpx.get(f"{flower}/api/tasks", auth=("admin", "npay-billing"), timeout=5)
+    tasks = response.json() if response.status_code == 200 else {}
+    return tasks if any(t["name"] == "worker.charge" for t in tasks.values()) else None
+
+
+def _sample(metrics, name):
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
