@@ -80,6 +80,11 @@ def assert_ledger_agrees(stack, rid):
 
 def test_happy_path_inserted_with_sql_is_charged_once_per_cycle(stack):
     rids = [subscribe(stack) for _ in range(3)]
+    # Bad rows inserted with SQL beside them: flagged, and they stop nothing else.
+    stack.db.sql(INSERT, rid="RE-bad-cron", user="u", amount=9900, cron="0 9 32 * *", email=None)
+    stack.db.sql(INSERT.replace("customer_email)", "customer_email, timezone)").replace(
+        ":email)", ":email, 'Seoul/Gangnam')"), rid="RE-bad-zone", user="u", amount=9900,
+        cron="* * * * * */2", email=None)
     stack.worker()
     stack.beat()
     for rid in rids:
@@ -90,6 +95,12 @@ def test_happy_path_inserted_with_sql_is_charged_once_per_cycle(stack):
         assert_ledger_agrees(stack, rid)
         cycles = stack.db.sql("SELECT cycle_at FROM charges WHERE recurrent_id = :r", r=rid)
         assert len(cycles) == len(set(cycles))
+    bad = dict(stack.db.sql("SELECT recurrent_id, status || ': ' || last_error FROM subscriptions "
+                            "WHERE recurrent_id LIKE 'RE-bad-%'"))
+    assert bad == {"RE-bad-cron": "invalid: cron '0 9 32 * *': invalid day-of-month field '32'",
+                   "RE-bad-zone": "invalid: unknown time zone 'Seoul/Gangnam'; use an IANA name "
+                                  "such as 'Asia/Seoul'"}
+    assert "subscription" in stack.log("worker") and "is invalid" in stack.log("worker")
 
 
 class Webhook(BaseHTTPRequestHandler):
