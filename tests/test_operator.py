@@ -40,8 +40,14 @@ def make_run(tmp_path):
     run.output = lambda: (tmp_path / "make-run.log").read_text(errors="replace")
     yield run
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        # SIGTERM first: honcho forwards it to every process it started (they run in their
+        # own sessions, so a SIGKILL of this group alone would leave them running).
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     log.close()
 
 
