@@ -6,6 +6,7 @@ beat already running) and stops when every charge has succeeded. The sandbox led
 checked: exactly N approved payments, one per charge. Bounded: gives up after --timeout.
 
     .venv/bin/python bench/bench_billing.py --subscriptions 2000 --concurrency 4 [--postgres]
+    .venv/bin/python bench/bench_billing.py --latency-ms 300 --pool threads --concurrency 32
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscriptions", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=4, help="prefork processes of the worker")
+    parser.add_argument("--concurrency", type=int, default=4, help="worker concurrency (-c)")
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads"],
+                        help="Celery pool (threads suits I/O-bound NAVER calls)")
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="latency the sandbox adds to every NAVER call (real NAVER: 100s of ms)")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
@@ -48,7 +53,10 @@ def main() -> None:
     procs = Processes({"DATABASE_URL": url, "CELERY_BROKER_URL": redis.url,
                        "NAVERPAY_API_BASE": sandbox.url, "BILLING_WALK_INTERVAL": "1"})
     try:
-        procs.worker("bench", args.concurrency)
+        if args.latency_ms:
+            httpx.post(f"{sandbox.url}/_sandbox/faults", json={"latencyMs": args.latency_ms},
+                       timeout=5).raise_for_status()
+        procs.worker("bench", args.concurrency, "--pool", args.pool)
         procs.wait_log("bench", "ready", timeout=60)
         procs.beat()
         procs.wait_log("beat", "Starting", timeout=30)
@@ -66,7 +74,8 @@ def main() -> None:
         approved = [p for p in ledger["payments"] if p["state"] == "APPROVED"]
         assert len(approved) == args.subscriptions == len({p["paymentId"] for p in approved})
         print(f"db={'postgresql' if pg else 'sqlite'} subscriptions={args.subscriptions} "
-              f"concurrency={args.concurrency}: {elapsed:.1f} s, "
+              f"pool={args.pool} concurrency={args.concurrency} latency={args.latency_ms}ms: "
+              f"{elapsed:.1f} s, "
               f"{args.subscriptions / elapsed:.0f} charges/s (reserve+approve each); "
               f"ledger: {len(approved)} approved, no duplicates")
     finally:

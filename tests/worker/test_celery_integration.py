@@ -251,3 +251,24 @@ def test_flaky_naver_never_charges_a_cycle_twice(stack, request):
     assert dict(outcomes).get("transient", 0) > 0  # the faults really happened
     for rid in rids:
         assert_ledger_agrees(stack, rid)
+
+
+def test_threads_pool_charges_each_cycle_once(stack):
+    """The I/O-bound deployment (`--pool threads`): many charges in flight in one process."""
+    if stack.db.dialect != "sqlite":
+        pytest.skip("one database is enough; the PostgreSQL path is covered by the prefork tests")
+    from worker.app import app
+
+    stack.sandbox.http.post("/_sandbox/faults", json={"latencyMs": 50}).raise_for_status()
+    rids = [subscribe(stack, cron="* * * * * */2") for _ in range(6)]
+    stack.worker("threads", 12, "--pool", "threads")
+    stack.beat()
+    wait_for(lambda: all(sum(r[1] == "succeeded" for r in charges_of(stack, rid)) >= 2 for rid in rids),
+             60, "two paid cycles of every subscription")
+    app.conf.broker_url = stack.env["CELERY_BROKER_URL"]
+    with app.connection_for_write() as conn:
+        for charge_id in [r[0] for r in stack.db.sql("SELECT id FROM charges")]:
+            app.send_task("worker.charge", args=[charge_id], connection=conn)
+    drain(stack)
+    for rid in rids:
+        assert_ledger_agrees(stack, rid)
