@@ -44,7 +44,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # Timestamps are stored as naive UTC; make CURRENT_TIMESTAMP agree whatever the server zone.
     kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
+    # Room for a thread pool worker (`--pool threads -c 32`) without waiting on connections.
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 30)
     return create_engine(url, **kwargs)
 
 

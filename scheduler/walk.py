@@ -50,7 +50,7 @@ class WalkConfig:
     """Knobs of the walk (defaults suit production; tests shorten the lease)."""
 
     batch_size: int = 500
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(minutes=6)
     missed_grace: timedelta = timedelta(hours=1)
     max_cycles_per_subscription: int = 100
 

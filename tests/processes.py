@@ -61,14 +61,7 @@ class Processes:
         proc.wait(timeout=30)
 
     def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(self.procs.pop(name))
 
     def stop_all(self) -> None:
         for name in list(self.procs):
@@ -77,6 +70,19 @@ class Processes:
     def dump_logs(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.read_text(errors='replace')[-6000:]}"
                          for p in sorted(self.dir.glob("*.log")))
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM a process group started with ``start_new_session`` (a Celery worker and its
+    pool, or honcho, which forwards it to its own children), SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import wait_for
+from tests.processes import stop_group, wait_for
 from tests.services import ROOT, free_port
 from tests.worker.billing import Sandbox
 
@@ -39,15 +39,9 @@ def make_run(tmp_path):
     run.db = tmp_path / "var" / "npay-billing.db"
     run.output = lambda: (tmp_path / "make-run.log").read_text(errors="replace")
     yield run
-    if proc.poll() is None:
-        # SIGTERM first: honcho forwards it to every process it started (they run in their
-        # own sessions, so a SIGKILL of this group alone would leave them running).
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    # SIGTERM first: honcho forwards it to every process it started (they run in their own
+    # sessions, so a SIGKILL of this group alone would leave them running).
+    stop_group(proc, timeout=30)
     log.close()
 
 

@@ -66,7 +66,7 @@ class ChargeEngine:
     client_for: Callable[[Merchant], NaverPayClient]
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(minutes=6)
     transient_tries: int = 3
     resolve_tries: int = 4
     backoff_max: float = 8.0

@@ -36,7 +36,7 @@ class Settings:
     database_url: str
     naverpay: NaverPayConfig = field(repr=False)
     walk_interval: float = 10.0
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(minutes=6)
     walk: WalkConfig = WalkConfig()
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -45,7 +45,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read ``DATABASE_URL``, ``NAVERPAY_*``, ``BILLING_*`` and ``SMTP_*``."""
-        lease = timedelta(seconds=_number(environ, "BILLING_LEASE_SECONDS", 300))
+        lease = timedelta(seconds=_number(environ, "BILLING_LEASE_SECONDS", 360))
         walk = WalkConfig(
             batch_size=int(_number(environ, "BILLING_BATCH_SIZE", 500)),
             lease=lease,

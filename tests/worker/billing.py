@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
+from tests.sandbox_control import SandboxControl
 from worker.charging import ChargeEngine
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.config import NaverPayConfig
@@ -37,35 +36,7 @@ class Sleeps:
         self.calls.append(seconds)
 
 
-class Sandbox:
-    """The control API of the running sandbox."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = httpx.Client(base_url=url, timeout=10)
-
-    def register(self, user: str = "user-1", behaviour: dict[str, Any] | None = None) -> str:
-        body = {"merchantUserId": user, "productCode": "PLAN-M", "productName": "월간 구독",
-                "behaviour": behaviour or {}}
-        response = self.http.post("/_sandbox/registrations", json=body)
-        response.raise_for_status()
-        return str(response.json()["recurrentId"])
-
-    def ledger(self, recurrent_id: str | None = None) -> dict[str, Any]:
-        params = {"recurrentId": recurrent_id} if recurrent_id else {}
-        response = self.http.get("/_sandbox/ledger", params=params)
-        response.raise_for_status()
-        return dict(response.json())
-
-    def payments(self, recurrent_id: str) -> list[dict[str, Any]]:
-        return [p for p in self.ledger(recurrent_id)["payments"] if p["recurrentId"] == recurrent_id]
-
-    def approved(self, recurrent_id: str) -> list[dict[str, Any]]:
-        return [p for p in self.payments(recurrent_id) if p["state"] == "APPROVED"]
-
-    def registration(self, recurrent_id: str) -> dict[str, Any]:
-        regs = self.ledger(recurrent_id)["registrations"]
-        return next(r for r in regs if r["recurrentId"] == recurrent_id)
+Sandbox = SandboxControl  # the name these tests use
 
 
 def make_client(url: str, **overrides: Any) -> NaverPayClient:

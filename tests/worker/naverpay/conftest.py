@@ -6,60 +6,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.sandbox_control import SandboxControl
 from worker.naverpay import Approval, NaverPayClient, NaverPayConfig, PaymentReservation
 
-
-class SandboxControl:
-    """The sandbox's ``/_sandbox`` control API (not part of NAVER's API)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = httpx.Client(base_url=url, timeout=10)
-
-    def _post(self, path: str, payload: dict[str, Any] | None = None) -> Any:
-        response = self.http.post(path, json=payload or {})
-        assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
-        return response.json()
-
-    def register(self, behaviour: dict[str, Any] | None = None, *, user: str = "user-42",
-                 product: str = "PLAN-M") -> str:
-        """A VALID registration without the browser step; returns its recurrentId."""
-        payload = {"merchantUserId": user, "productCode": product, "productName": "월간 구독",
-                   "behaviour": behaviour or {}}
-        return str(self._post("/_sandbox/registrations", payload)["recurrentId"])
-
-    def authorize(self, reserve_id: str) -> str:
-        """Stand in for the customer on NAVER's registration page; returns tempReceiptId."""
-        return str(self._post(f"/_sandbox/registrations/{reserve_id}/authorize")["tempReceiptId"])
-
-    def onetime_payment(self, amount: int = 5000) -> str:
-        """A one-time payment the buyer authenticated, waiting for apply; returns paymentId."""
-        payload = {"merchantPayKey": f"order-{uuid.uuid4().hex[:8]}", "productName": "단건",
-                   "totalPayAmount": amount, "taxScopeAmount": amount, "taxExScopeAmount": 0,
-                   "merchantUserKey": "user-42"}
-        return str(self._post("/_sandbox/onetime-payments", payload)["paymentId"])
-
-    def configure(self, **options: Any) -> None:
-        """Change sandbox options (reset before each test by the ``sandbox_url`` fixture)."""
-        self._post("/_sandbox/config", options)
-
-    def faults(self, **faults: Any) -> None:
-        """Inject transport faults."""
-        self._post("/_sandbox/faults", faults)
-
-    def ledger(self) -> dict[str, Any]:
-        """Everything the sandbox did with money."""
-        response = self.http.get("/_sandbox/ledger")
-        response.raise_for_status()
-        return dict(response.json())
-
-    def payment(self, payment_id: str) -> dict[str, Any]:
-        """One payment of the ledger."""
-        (found,) = [p for p in self.ledger()["payments"] if p["paymentId"] == payment_id]
-        return dict(found)
+__all__ = ["SandboxControl"]
 
 
 def new_key(tag: str) -> str:
