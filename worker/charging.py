@@ -20,7 +20,8 @@ Money rules kept here: the state is committed *before* each NAVER call (so a cra
 state that says what may have happened); idempotency keys are derived from (charge, attempt,
 kind) and reused on every resend; an approval whose outcome is unknown is resolved through
 history, never approved blindly with a new key; the approved amount must equal the reserved
-amount; two workers racing on a transition cannot both win it.
+amount; two workers racing on a transition cannot both win it (``worker.charge_store`` holds
+the lease and the compare-and-set).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -40,9 +41,9 @@ from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Subscription, utcnow
 from models import ChargeStatus as CS
 from models import FinalAction as FA
 from models import SubscriptionStatus as SS
-from models.db import rowcount
 from scheduler.policy import PolicyError, RetryPolicy
 from worker import logs, notify
+from worker.charge_store import acquire_lease, compare_and_set, load_charge, release_lease
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.errors import (
     DeclinedError,
@@ -98,11 +99,11 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
     """Drive one charge as far as it can go now; see the module docstring."""
     out = ChargeOutcome(charge_id)
     with logs.bind(charge_id=charge_id):
-        if not _acquire(engine, charge_id, owner):
-            log.info("charge %s is busy (another run holds its registration)", charge_id)
+        charge = acquire_lease(engine.sessions, charge_id, owner, engine.clock(), engine.lease)
+        if charge is None:
             out.busy = True
             return out
-        with logs.bind(recurrent_id=_load(engine, charge_id).recurrent_id):
+        with logs.bind(recurrent_id=charge.recurrent_id):
             _drive(engine, charge_id, owner, out)
     return out
 
@@ -110,7 +111,7 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
 def _drive(engine: ChargeEngine, charge_id: int, owner: str, out: ChargeOutcome) -> None:
     try:
         for _ in range(50):  # each step makes one transition; the bound is a safety net
-            charge = _load(engine, charge_id)
+            charge = load_charge(engine.sessions, charge_id)
             out.status = charge.status
             if charge.status in FINAL_CHARGE_STATUSES:
                 break
@@ -118,68 +119,10 @@ def _drive(engine: ChargeEngine, charge_id: int, owner: str, out: ChargeOutcome)
                 STEPS[CS(charge.status)](engine, charge, out)
             except _Stop:
                 break
-        final = _load(engine, charge_id)
+        final = load_charge(engine.sessions, charge_id)
         out.status, out.code = final.status, final.last_code
     finally:
-        _release(engine, charge_id, owner)
-
-
-# --- leases ---------------------------------------------------------------------------------
-
-def _acquire(engine: ChargeEngine, charge_id: int, owner: str) -> bool:
-    now = engine.clock()
-    with engine.sessions.begin() as s:
-        charge = s.get(Charge, charge_id)
-        if charge is None:
-            log.error("charge %s does not exist", charge_id, extra={"charge_id": charge_id})
-            return False
-        got = rowcount(s.execute(
-            update(Subscription)
-            .where(Subscription.id == charge.subscription_id,
-                   or_(Subscription.lock_until.is_(None), Subscription.lock_until < now,
-                       Subscription.lock_owner == owner))
-            .values(lock_owner=owner, lock_until=now + engine.lease)
-        ))
-        if got:
-            charge.lease_until = now + engine.lease
-        return bool(got)
-
-
-def _release(engine: ChargeEngine, charge_id: int, owner: str) -> None:
-    with engine.sessions.begin() as s:
-        charge = s.get(Charge, charge_id)
-        if charge is not None:
-            if charge.status == CS.RETRY_WAIT or charge.status in FINAL_CHARGE_STATUSES:
-                # Waiting for next_attempt_at (or done): the walk may claim it when it is due.
-                # An in-flight charge keeps its lease, after which the walk takes it again.
-                charge.lease_until = None
-            s.execute(update(Subscription)
-                      .where(Subscription.id == charge.subscription_id,
-                             Subscription.lock_owner == owner)
-                      .values(lock_owner=None, lock_until=None))
-
-
-def _load(engine: ChargeEngine, charge_id: int) -> Charge:
-    with engine.sessions() as s:
-        charge = s.get(Charge, charge_id)
-        assert charge is not None
-        return charge
-
-
-def _cas(s: Session, charge: Charge, sources: Iterable[CS], target: CS, now: datetime,
-         **values: Any) -> bool:
-    """Compare-and-set: move ``charge`` to ``target`` only if it is still in ``sources``."""
-    moved = rowcount(s.execute(
-        update(Charge)
-        .where(Charge.id == charge.id, Charge.status.in_([c.value for c in sources]))
-        .values(status=target, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
-    ))
-    if moved:
-        log.info("charge %s: %s -> %s", charge.id, charge.status, target.value)
-    else:
-        log.info("charge %s: lost the race to move to %s", charge.id, target.value)
-    return bool(moved)
+        release_lease(engine.sessions, charge_id, owner)
 
 
 # --- calls ----------------------------------------------------------------------------------
@@ -223,7 +166,7 @@ def _active(charge: Charge) -> bool:
 
 def _cancel(engine: ChargeEngine, charge: Charge, sources: Iterable[CS]) -> None:
     with engine.sessions.begin() as s:
-        _cas(s, charge, sources, CS.CANCELED, engine.clock(), next_attempt_at=None,
+        compare_and_set(s, charge, sources, CS.CANCELED, engine.clock(), next_attempt_at=None,
              reason=f"subscription is {charge.subscription.status}; pending attempt canceled")
 
 
@@ -236,7 +179,7 @@ def _begin_attempt(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> 
     if charge.status == CS.RETRY_WAIT and charge.next_attempt_at and charge.next_attempt_at > now:
         raise _Stop  # not due yet; the walk brings it back at next_attempt_at
     with engine.sessions.begin() as s:
-        _cas(s, charge, (CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, now,
+        compare_and_set(s, charge, (CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, now,
              attempt_count=charge.attempt_count + 1, next_attempt_at=None, payment_id=None,
              lease_until=now + engine.lease)
 
@@ -260,7 +203,7 @@ def _reserve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
         _note(engine, charge, exc)
         raise _Stop from exc  # still reserving; the walk retries after the lease
     with engine.sessions.begin() as s:
-        _cas(s, charge, (CS.RESERVING,), CS.RESERVED, engine.clock(),
+        compare_and_set(s, charge, (CS.RESERVING,), CS.RESERVED, engine.clock(),
              payment_id=reservation.payment_id, last_code=reservation.code, last_message=None)
 
 
@@ -270,7 +213,7 @@ def _approve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
     now = engine.clock()
     with engine.sessions.begin() as s:
         # Committed before the call: after a crash, "approving" says "maybe charged".
-        if not _cas(s, charge, (CS.RESERVED,), CS.APPROVING, now, lease_until=now + engine.lease):
+        if not compare_and_set(s, charge, (CS.RESERVED,), CS.APPROVING, now, lease_until=now + engine.lease):
             return
     _send_approval(engine, charge, out, CS.APPROVING)
 
@@ -287,7 +230,7 @@ def _send_approval(engine: ChargeEngine, charge: Charge, out: ChargeOutcome, sou
         return _declined(engine, charge, exc.code, str(exc), (source,), out)
     except NaverPayError as exc:  # unknown outcome, or transient errors that outlived retries
         with engine.sessions.begin() as s:
-            _cas(s, charge, (source,), CS.UNKNOWN, engine.clock(), last_code=exc.code,
+            compare_and_set(s, charge, (source,), CS.UNKNOWN, engine.clock(), last_code=exc.code,
                  last_message=str(exc)[:2000])
         return
     _succeed(engine, charge, approval.detail, (source,), out)
@@ -321,7 +264,7 @@ def _resolve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
     # meanwhile, the key makes NAVER replay that answer instead of charging again.
     if status == CS.UNKNOWN:
         with engine.sessions.begin() as s:
-            if not _cas(s, charge, (CS.UNKNOWN,), CS.APPROVING, engine.clock()):
+            if not compare_and_set(s, charge, (CS.UNKNOWN,), CS.APPROVING, engine.clock()):
                 return
     _send_approval(engine, charge, out, CS.APPROVING)
 
@@ -333,12 +276,12 @@ def _succeed(engine: ChargeEngine, charge: Charge, detail: PaymentDetail | None,
     ok = approved == charge.amount and (detail is None or detail.admission_state in (None, "SUCCESS"))
     with engine.sessions.begin() as s:
         if ok:
-            moved = _cas(s, charge, sources, CS.SUCCEEDED, now, approved_amount=approved,
+            moved = compare_and_set(s, charge, sources, CS.SUCCEEDED, now, approved_amount=approved,
                          approved_at=now, last_code="Success", last_message=None, lease_until=None)
             event = notify.SUCCEEDED
         else:
             # Money moved but not as reserved: flagged for a human, never reported as success.
-            moved = _cas(s, charge, sources, CS.AMOUNT_MISMATCH, now, approved_amount=approved,
+            moved = compare_and_set(s, charge, sources, CS.AMOUNT_MISMATCH, now, approved_amount=approved,
                          approved_at=now, last_code="AmountMismatch", lease_until=None,
                          last_message=f"approved {approved} won but reserved {charge.amount} won")
             event = notify.AMOUNT_MISMATCH
@@ -369,14 +312,14 @@ def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: s
         if sub.status != SS.ACTIVE:
             # Paused, canceled or already finally failed meanwhile: no further attempt, and no
             # second final action or notification for the same subscription.
-            _cas(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
+            compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
                  reason=f"declined ({code}) while the subscription was {sub.status}", **common)
             return
         if at is not None:
-            if _cas(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common):
+            if compare_and_set(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common):
                 out.notification_ids += notify.queue(s, notify.ATTEMPT_FAILED, _fresh(s, charge), now)
             return
-        if not _cas(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
+        if not compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
                     reason=f"gave up after {charge.attempt_count} attempt(s): {code}", **common):
             return
         if merchant.final_action == FA.EXPIRE:

@@ -1,0 +1,86 @@
+"""The charge's storage primitives: the per-registration lease and compare-and-set.
+
+* :func:`acquire_lease` takes the subscription's lease (``lock_owner``/``lock_until``), which
+  makes "one charge per recurrentId at a time" hold across processes and machines. A lease
+  that ran out (its worker died) can be taken over; the new run then resolves whatever state
+  the dead one left.
+* :func:`compare_and_set` moves a charge to a new status only if it is still in one of the
+  expected ones: two runs racing on a transition cannot both win it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import FINAL_CHARGE_STATUSES, Charge, Subscription
+from models import ChargeStatus as CS
+from models.db import rowcount
+
+log = logging.getLogger(__name__)
+
+
+def acquire_lease(sessions: sessionmaker[Session], charge_id: int, owner: str, now: datetime,
+                  lease: timedelta) -> Charge | None:
+    """Take the charge's subscription lease for ``owner``; the charge, or None when busy."""
+    with sessions.begin() as s:
+        charge = s.get(Charge, charge_id)
+        if charge is None:
+            log.error("charge %s does not exist", charge_id, extra={"charge_id": charge_id})
+            return None
+        got = rowcount(s.execute(
+            update(Subscription)
+            .where(Subscription.id == charge.subscription_id,
+                   or_(Subscription.lock_until.is_(None), Subscription.lock_until < now,
+                       Subscription.lock_owner == owner))
+            .values(lock_owner=owner, lock_until=now + lease)
+        ))
+        if not got:
+            log.info("charge %s is busy (another run holds its registration)", charge_id)
+            return None
+        charge.lease_until = now + lease  # the walk leaves it alone while this run lasts
+        return charge
+
+
+def release_lease(sessions: sessionmaker[Session], charge_id: int, owner: str) -> None:
+    """Give the lease back (only if ``owner`` still holds it)."""
+    with sessions.begin() as s:
+        charge = s.get(Charge, charge_id)
+        if charge is None:
+            return
+        if charge.status == CS.RETRY_WAIT or charge.status in FINAL_CHARGE_STATUSES:
+            # Waiting for next_attempt_at (or done): the walk may claim it when it is due.
+            # An in-flight charge keeps its lease, after which the walk takes it again.
+            charge.lease_until = None
+        s.execute(update(Subscription)
+                  .where(Subscription.id == charge.subscription_id, Subscription.lock_owner == owner)
+                  .values(lock_owner=None, lock_until=None))
+
+
+def load_charge(sessions: sessionmaker[Session], charge_id: int) -> Charge:
+    """The charge with its subscription and merchant, as committed now."""
+    with sessions() as s:
+        charge = s.get(Charge, charge_id)
+        assert charge is not None
+        return charge
+
+
+def compare_and_set(s: Session, charge: Charge, sources: Iterable[CS], target: CS, now: datetime,
+                    **values: Any) -> bool:
+    """Move ``charge`` to ``target`` only if it is still in ``sources``; whether it moved."""
+    moved = rowcount(s.execute(
+        update(Charge)
+        .where(Charge.id == charge.id, Charge.status.in_([c.value for c in sources]))
+        .values(status=target, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    ))
+    if moved:
+        log.info("charge %s: %s -> %s", charge.id, charge.status, target.value)
+    else:
+        log.info("charge %s: lost the race to move to %s", charge.id, target.value)
+    return bool(moved)
