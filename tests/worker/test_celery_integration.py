@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -272,3 +273,22 @@ def test_threads_pool_charges_each_cycle_once(stack):
     drain(stack)
     for rid in rids:
         assert_ledger_agrees(stack, rid)
+
+
+@pytest.mark.parametrize("new_status", ["paused", "canceled"])
+def test_pause_or_cancel_during_retries_stops_further_attempts(stack, new_status):
+    if stack.db.dialect != "sqlite" and new_status == "canceled":
+        pytest.skip("pause covers PostgreSQL; cancel takes the same path")
+    stack.db.sql("UPDATE merchants SET retry_delays = '3s', max_attempts = 10 WHERE id = 1")
+    rid = subscribe(stack, behaviour={"declineCode": "NotEnoughAccountBalance"}, cron="0 0 1 1 *")
+    stack.db.sql("UPDATE subscriptions SET next_charge_at = CURRENT_TIMESTAMP")
+    stack.worker()
+    stack.beat()
+    wait_for(lambda: [r for r in charges_of(stack, rid) if r[1] == "retry_wait"], 30,
+             "the first declined attempt")
+    stack.db.sql("UPDATE subscriptions SET status = :s", s=new_status)  # what an operator does
+    wait_for(lambda: charges_of(stack, rid)[0][1] == "canceled", 20, "the pending retry to be canceled")
+    attempts = len(stack.sandbox.payments(rid))
+    time.sleep(5)  # longer than the retry delay: no further attempt may start
+    assert len(stack.sandbox.payments(rid)) == attempts
+    assert charges_of(stack, rid)[0][1] == "canceled"
