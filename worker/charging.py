@@ -167,7 +167,7 @@ def _active(charge: Charge) -> bool:
 def _cancel(engine: ChargeEngine, charge: Charge, sources: Iterable[CS]) -> None:
     with engine.sessions.begin() as s:
         compare_and_set(s, charge, sources, CS.CANCELED, engine.clock(), next_attempt_at=None,
-             reason=f"subscription is {charge.subscription.status}; pending attempt canceled")
+                        reason=f"subscription is {charge.subscription.status}; pending attempt canceled")
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -180,8 +180,8 @@ def _begin_attempt(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> 
         raise _Stop  # not due yet; the walk brings it back at next_attempt_at
     with engine.sessions.begin() as s:
         compare_and_set(s, charge, (CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, now,
-             attempt_count=charge.attempt_count + 1, next_attempt_at=None, payment_id=None,
-             lease_until=now + engine.lease)
+                        attempt_count=charge.attempt_count + 1, next_attempt_at=None, payment_id=None,
+                        lease_until=now + engine.lease)
 
 
 def _reserve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
@@ -204,7 +204,7 @@ def _reserve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
         raise _Stop from exc  # still reserving; the walk retries after the lease
     with engine.sessions.begin() as s:
         compare_and_set(s, charge, (CS.RESERVING,), CS.RESERVED, engine.clock(),
-             payment_id=reservation.payment_id, last_code=reservation.code, last_message=None)
+                        payment_id=reservation.payment_id, last_code=reservation.code, last_message=None)
 
 
 def _approve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
@@ -231,7 +231,7 @@ def _send_approval(engine: ChargeEngine, charge: Charge, out: ChargeOutcome, sou
     except NaverPayError as exc:  # unknown outcome, or transient errors that outlived retries
         with engine.sessions.begin() as s:
             compare_and_set(s, charge, (source,), CS.UNKNOWN, engine.clock(), last_code=exc.code,
-                 last_message=str(exc)[:2000])
+                            last_message=str(exc)[:2000])
         return
     _succeed(engine, charge, approval.detail, (source,), out)
 
@@ -277,13 +277,13 @@ def _succeed(engine: ChargeEngine, charge: Charge, detail: PaymentDetail | None,
     with engine.sessions.begin() as s:
         if ok:
             moved = compare_and_set(s, charge, sources, CS.SUCCEEDED, now, approved_amount=approved,
-                         approved_at=now, last_code="Success", last_message=None, lease_until=None)
+                                    approved_at=now, last_code="Success", last_message=None, lease_until=None)
             event = notify.SUCCEEDED
         else:
             # Money moved but not as reserved: flagged for a human, never reported as success.
             moved = compare_and_set(s, charge, sources, CS.AMOUNT_MISMATCH, now, approved_amount=approved,
-                         approved_at=now, last_code="AmountMismatch", lease_until=None,
-                         last_message=f"approved {approved} won but reserved {charge.amount} won")
+                                    approved_at=now, last_code="AmountMismatch", lease_until=None,
+                                    last_message=f"approved {approved} won but reserved {charge.amount} won")
             event = notify.AMOUNT_MISMATCH
             log.error("charge %s: approved %s won but reserved %s won", charge.id, approved,
                       charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
@@ -313,14 +313,14 @@ def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: s
             # Paused, canceled or already finally failed meanwhile: no further attempt, and no
             # second final action or notification for the same subscription.
             compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
-                 reason=f"declined ({code}) while the subscription was {sub.status}", **common)
+                            reason=f"declined ({code}) while the subscription was {sub.status}", **common)
             return
         if at is not None:
             if compare_and_set(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common):
                 out.notification_ids += notify.queue(s, notify.ATTEMPT_FAILED, _fresh(s, charge), now)
             return
         if not compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
-                    reason=f"gave up after {charge.attempt_count} attempt(s): {code}", **common):
+                               reason=f"gave up after {charge.attempt_count} attempt(s): {code}", **common):
             return
         if merchant.final_action == FA.EXPIRE:
             sub.status, out.expire_subscription_id = SS.REVOKING, sub.id
