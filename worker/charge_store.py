@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, update
+from sqlalchemy import Table, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import FINAL_CHARGE_STATUSES, Charge, Subscription
@@ -47,16 +47,14 @@ def acquire_lease(sessions: sessionmaker[Session], charge_id: int, owner: str, n
         return charge
 
 
-def release_lease(sessions: sessionmaker[Session], charge_id: int, owner: str) -> None:
+def release_lease(sessions: sessionmaker[Session], charge: Charge, owner: str) -> None:
     """Give the lease back (only if ``owner`` still holds it)."""
+    settled = [CS.RETRY_WAIT.value, *(status.value for status in FINAL_CHARGE_STATUSES)]
     with sessions.begin() as s:
-        charge = s.get(Charge, charge_id)
-        if charge is None:
-            return
-        if charge.status == CS.RETRY_WAIT or charge.status in FINAL_CHARGE_STATUSES:
-            # Waiting for next_attempt_at (or done): the walk may claim it when it is due.
-            # An in-flight charge keeps its lease, after which the walk takes it again.
-            charge.lease_until = None
+        # Waiting for next_attempt_at (or done): the walk may claim it when it is due. An
+        # in-flight charge keeps its lease, after which the walk takes it again.
+        s.execute(update(Charge).where(Charge.id == charge.id, Charge.status.in_(settled))
+                  .values(lease_until=None))
         s.execute(update(Subscription)
                   .where(Subscription.id == charge.subscription_id, Subscription.lock_owner == owner)
                   .values(lock_owner=None, lock_until=None))
@@ -73,11 +71,11 @@ def load_charge(sessions: sessionmaker[Session], charge_id: int) -> Charge:
 def compare_and_set(s: Session, charge: Charge, sources: Iterable[CS], target: CS, now: datetime,
                     **values: Any) -> bool:
     """Move ``charge`` to ``target`` only if it is still in ``sources``; whether it moved."""
-    moved = rowcount(s.execute(
-        update(Charge)
-        .where(Charge.id == charge.id, Charge.status.in_([c.value for c in sources]))
+    table = cast(Table, Charge.__table__)  # a Core UPDATE: this runs several times per charge, keep it lean
+    moved = rowcount(s.connection().execute(
+        update(table)
+        .where(table.c.id == charge.id, table.c.status.in_([c.value for c in sources]))
         .values(status=target, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
     ))
     if moved:
         log.info("charge %s: %s -> %s", charge.id, charge.status, target.value)

@@ -104,25 +104,28 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
             out.busy = True
             return out
         with logs.bind(recurrent_id=charge.recurrent_id):
-            _drive(engine, charge_id, owner, out)
+            _drive(engine, charge, owner, out)
     return out
 
 
-def _drive(engine: ChargeEngine, charge_id: int, owner: str, out: ChargeOutcome) -> None:
+def _drive(engine: ChargeEngine, charge: Charge, owner: str, out: ChargeOutcome) -> None:
     try:
         for _ in range(50):  # each step makes one transition; the bound is a safety net
-            charge = load_charge(engine.sessions, charge_id)
-            out.status = charge.status
             if charge.status in FINAL_CHARGE_STATUSES:
                 break
+            stop = False
             try:
                 STEPS[CS(charge.status)](engine, charge, out)
             except _Stop:
+                stop = True
+            # Re-read after every step: it moved the charge on, and another process may have
+            # paused the subscription meanwhile.
+            charge = load_charge(engine.sessions, charge.id)
+            if stop:
                 break
-        final = load_charge(engine.sessions, charge_id)
-        out.status, out.code = final.status, final.last_code
+        out.status, out.code = charge.status, charge.last_code
     finally:
-        release_lease(engine.sessions, charge_id, owner)
+        release_lease(engine.sessions, charge, owner)
 
 
 # --- calls ----------------------------------------------------------------------------------
@@ -287,10 +290,8 @@ def _succeed(engine: ChargeEngine, charge: Charge, detail: PaymentDetail | None,
             event = notify.AMOUNT_MISMATCH
             log.error("charge %s: approved %s won but reserved %s won", charge.id, approved,
                       charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
-        if moved:
-            fresh = s.get(Charge, charge.id)
-            assert fresh is not None
-            out.notification_ids += notify.queue(s, event, fresh, now)
+        if moved and notify.wanted(charge.subscription.merchant, event):
+            out.notification_ids += notify.queue(s, event, _fresh(s, charge), now)
 
 
 def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: str,
@@ -316,7 +317,8 @@ def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: s
                             reason=f"declined ({code}) while the subscription was {sub.status}", **common)
             return
         if at is not None:
-            if compare_and_set(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common):
+            moved = compare_and_set(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common)
+            if moved and notify.wanted(merchant, notify.ATTEMPT_FAILED):
                 out.notification_ids += notify.queue(s, notify.ATTEMPT_FAILED, _fresh(s, charge), now)
             return
         if not compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,

@@ -85,12 +85,18 @@ def _payload(event: str, event_id: str, charge: Charge, sub: Subscription, now: 
     }
 
 
+def wanted(merchant: Merchant, event: str) -> bool:
+    """Whether ``event`` produces an outbox row at all for this merchant (final failures
+    always do); lets callers skip loading rows for events nobody listens to."""
+    if event == FINAL_FAILURE:
+        return True
+    return OPTIONAL.get(event) in {part.strip() for part in (merchant.notify_on or "").split(",")}
+
+
 def channels(merchant: Merchant, sub: Subscription, event: str) -> list[str]:
     """The channels ``event`` goes to for this merchant and customer."""
-    if event != FINAL_FAILURE:
-        wanted = {part.strip() for part in (merchant.notify_on or "").split(",")}
-        if OPTIONAL.get(event) not in wanted:
-            return []
+    if not wanted(merchant, event):
+        return []
     found = []
     if merchant.webhook_url:
         found.append("webhook")
