@@ -6,6 +6,7 @@ This package imports nothing else of the project (layers flow models <- schedule
 from models.db import database_url_from_env, make_engine, make_session_factory
 from models.tables import (
     FINAL_CHARGE_STATUSES,
+    INFLIGHT_CHARGE_STATUSES,
     Base,
     Charge,
     ChargeAttempt,
@@ -22,6 +23,7 @@ from models.types import UTCDateTime, utcnow
 
 __all__ = [
     "FINAL_CHARGE_STATUSES",
+    "INFLIGHT_CHARGE_STATUSES",
     "Base",
     "Charge",
     "ChargeAttempt",

@@ -109,6 +109,17 @@ FINAL_CHARGE_STATUSES = frozenset(
         ChargeStatus.CANCELED,
     }
 )
+# Not final, and a worker may be (or may have been) working on it: the walk re-enqueues these
+# once their lease runs out.
+INFLIGHT_CHARGE_STATUSES = frozenset(
+    {
+        ChargeStatus.PENDING,
+        ChargeStatus.RESERVING,
+        ChargeStatus.RESERVED,
+        ChargeStatus.APPROVING,
+        ChargeStatus.UNKNOWN,
+    }
+)
 
 
 class NotificationStatus(StrEnum):

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, ChargeStatus, MissedCycles, Notification, Subscription
+from models import INFLIGHT_CHARGE_STATUSES, Charge, ChargeStatus, MissedCycles, Notification, Subscription
 from models import NotificationStatus as NS
 from models import SubscriptionStatus as SS
 from models.db import rowcount
@@ -40,8 +40,6 @@ from scheduler.validation import problems
 
 log = logging.getLogger(__name__)
 
-INFLIGHT = (ChargeStatus.PENDING, ChargeStatus.RESERVING, ChargeStatus.RESERVED,
-            ChargeStatus.APPROVING, ChargeStatus.UNKNOWN)
 CANCELABLE = (ChargeStatus.PENDING, ChargeStatus.RETRY_WAIT, ChargeStatus.RESERVED)
 
 
@@ -94,7 +92,8 @@ def walk(sessions: sessionmaker[Session], now: datetime, config: WalkConfig = Wa
             and_(Charge.status == ChargeStatus.RETRY_WAIT, Charge.next_attempt_at <= now))
     with sessions.begin() as session:
         report.stuck_charge_ids = _claim_charges(
-            session, now, config, and_(Charge.status.in_(INFLIGHT), Charge.lease_until < now))
+            session, now, config,
+            and_(Charge.status.in_([c.value for c in INFLIGHT_CHARGE_STATUSES]), Charge.lease_until < now))
     with sessions.begin() as session:
         report.revoking_subscription_ids = _claim_revoking(session, now, config)
     with sessions.begin() as session:

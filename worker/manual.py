@@ -20,13 +20,10 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, Subscription
+from models import INFLIGHT_CHARGE_STATUSES, Charge, Subscription
 from models import ChargeStatus as CS
 from models import SubscriptionStatus as SS
 from models.db import rowcount
-
-INFLIGHT = {CS.PENDING, CS.RESERVING, CS.RESERVED, CS.APPROVING, CS.UNKNOWN}
-REOPENABLE = {CS.FAILED, CS.CANCELED, CS.SKIPPED}
 
 
 class RetryRefused(Exception):
@@ -89,7 +86,7 @@ def retry_action(charge: Charge, reopen: bool = False) -> str:
     if status == CS.AMOUNT_MISMATCH:
         raise RetryRefused(f"charge {charge.id} was approved for {charge.approved_amount} won "
                            f"instead of {charge.amount}; check it with NAVER Pay before anything else")
-    if status in INFLIGHT:
+    if status in INFLIGHT_CHARGE_STATUSES:
         return "enqueued"
     if status == CS.RETRY_WAIT:
         return "due_now"

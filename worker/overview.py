@@ -1,0 +1,92 @@
+"""One read of the system's state, shared by ``npay-billing status``/``watch`` and the
+Prometheus endpoint: rows by status, unknown outcomes open, notifications pending, the walk's
+lag and the next due items.
+
+The walk's lag is how late the oldest due item is: the earliest of the active subscriptions'
+``next_charge_at`` and the ``retry_wait`` charges' ``next_attempt_at`` that are not after
+now, measured to now (0 when nothing is due).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Charge, ChargeStatus, Notification, Subscription, SubscriptionStatus
+
+CHARGE_STATUSES = tuple(status.value for status in ChargeStatus)
+SUBSCRIPTION_STATUSES = tuple(status.value for status in SubscriptionStatus)
+
+
+@dataclass
+class Overview:
+    """Counts and times read in one pass over the database."""
+
+    now: datetime
+    subscriptions: dict[str, int]
+    charges: dict[str, int]
+    notifications: dict[str, int]
+    oldest_due: datetime | None
+    next_due: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def lag_seconds(self) -> float:
+        """How late the oldest due item is (0 when nothing is due)."""
+        return 0.0 if self.oldest_due is None else max(0.0, (self.now - self.oldest_due).total_seconds())
+
+    @property
+    def unknown_open(self) -> int:
+        """Charges whose approval outcome is not known yet."""
+        return self.charges["unknown"] + self.charges["approving"]
+
+    @property
+    def notifications_pending(self) -> int:
+        """Outbox rows not delivered yet."""
+        return self.notifications.get("pending", 0) + self.notifications.get("sending", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        """The overview for ``--json``."""
+        return {"now": self.now, "subscriptions": self.subscriptions, "charges": self.charges,
+                "notifications": self.notifications, "walk_lag_seconds": round(self.lag_seconds, 3),
+                "oldest_due_at": self.oldest_due, "unknown_open": self.unknown_open,
+                "notifications_pending": self.notifications_pending, "next_due": self.next_due}
+
+
+def _counts(session: Session, column: Any, names: tuple[str, ...] = ()) -> dict[str, int]:
+    found = {str(k): int(v) for k, v in session.execute(select(column, func.count()).group_by(column))}
+    return {**{name: 0 for name in names}, **found}
+
+
+def _next_due(session: Session, limit: int) -> list[dict[str, Any]]:
+    cycles = session.execute(
+        select(Subscription.id, Subscription.recurrent_id, Subscription.amount, Subscription.next_charge_at)
+        .where(Subscription.status == "active", Subscription.next_charge_at.is_not(None))
+        .order_by(Subscription.next_charge_at).limit(limit))
+    retries = session.execute(
+        select(Charge.subscription_id, Charge.recurrent_id, Charge.amount, Charge.next_attempt_at, Charge.id)
+        .where(Charge.status == "retry_wait", Charge.next_attempt_at.is_not(None))
+        .order_by(Charge.next_attempt_at).limit(limit))
+    due = [{"kind": "cycle", "at": at, "subscription_id": sid, "charge_id": None,
+            "recurrent_id": rid, "amount": amount} for sid, rid, amount, at in cycles]
+    due += [{"kind": "retry", "at": at, "subscription_id": sid, "charge_id": cid,
+             "recurrent_id": rid, "amount": amount} for sid, rid, amount, at, cid in retries]
+    return sorted(due, key=lambda d: d["at"])[:limit]
+
+
+def overview(session: Session, now: datetime, next_limit: int = 5) -> Overview:
+    """Read the counts, the walk's lag and the next due items."""
+    oldest = [session.scalar(select(func.min(Subscription.next_charge_at)).where(
+                  Subscription.status == "active", Subscription.next_charge_at <= now)),
+              session.scalar(select(func.min(Charge.next_attempt_at)).where(
+                  Charge.status == "retry_wait", Charge.next_attempt_at <= now))]
+    due = [t for t in oldest if t is not None]  # min() keeps the column's type: aware UTC
+    return Overview(now=now, subscriptions=_counts(session, Subscription.status, SUBSCRIPTION_STATUSES),
+                    charges=_counts(session, Charge.status, CHARGE_STATUSES),
+                    notifications=_counts(session, Notification.status),
+                    oldest_due=min(due) if due else None, next_due=_next_due(session, next_limit))
+
+
