@@ -7,6 +7,8 @@ from models.db import database_url_from_env, make_engine, make_session_factory
 from models.tables import (
     FINAL_CHARGE_STATUSES,
     INFLIGHT_CHARGE_STATUSES,
+    NONFINAL_CHARGE_STATUSES,
+    UNSETTLED_CHARGE_STATUSES,
     Base,
     Charge,
     ChargeAttempt,
@@ -16,6 +18,7 @@ from models.tables import (
     MissedCycles,
     Notification,
     NotificationStatus,
+    RevokeReason,
     Subscription,
     SubscriptionStatus,
 )
@@ -24,6 +27,8 @@ from models.types import UTCDateTime, utcnow
 __all__ = [
     "FINAL_CHARGE_STATUSES",
     "INFLIGHT_CHARGE_STATUSES",
+    "NONFINAL_CHARGE_STATUSES",
+    "UNSETTLED_CHARGE_STATUSES",
     "Base",
     "Charge",
     "ChargeAttempt",
@@ -33,6 +38,7 @@ __all__ = [
     "MissedCycles",
     "Notification",
     "NotificationStatus",
+    "RevokeReason",
     "Subscription",
     "SubscriptionStatus",
     "UTCDateTime",

@@ -13,8 +13,14 @@ Charge state machine (every transition is a compare-and-set on ``status``)::
        ▲            │  (reserve declined)      │  ├──▶ amount_mismatch   (flagged, never success)
        │            ▼                          │  └──▶ unknown ──(history)──▶ succeeded | retry_wait | failed
        └──────── retry_wait ◀──── declined ────┘
-    retry_wait ──(policy gives up)──▶ failed          pending/retry_wait/reserved ──▶ canceled (cancel wins)
-    pending ──(missed-cycle rule)──▶ skipped
+    retry_wait ──(policy gives up)──▶ failed          any non-final ──▶ canceled (cancel wins; an
+    pending ──(missed-cycle rule)──▶ skipped                   approval is resolved through history first)
+    reserving|approving|unknown ──(merchant-side fault: 401, InvalidParameter, a proxy's 4xx)──▶ held
+    held ──(next_attempt_at, backoff)──▶ held_from (no attempt consumed, no final action)
+
+Run ownership: a run holds the charge's ``lease_owner`` (and the subscription's ``lock_owner``);
+every transition of that run is conditional on still owning it, and renews ``lease_until``.
+``prev_status`` is written by every transition (the status the row actually moved from).
 """
 
 from __future__ import annotations
@@ -80,8 +86,16 @@ class SubscriptionStatus(StrEnum):
     PAUSED = "paused"  # not billed; pending attempts canceled; resume -> active
     CANCELED = "canceled"  # ended by the merchant; pending attempts canceled
     REVOKING = "revoking"  # final failure: the registration is being expired at NAVER Pay
-    REVOKED = "revoked"  # registration expired at NAVER Pay after a final failure
+    REVOKED = "revoked"  # registration expired at NAVER Pay (final failure or merchant cancel)
     INVALID = "invalid"  # the row is unusable (see last_error); fix it and set active
+    EXPIRE_FAILED = "expire_failed"  # NAVER would not expire the registration: a human must check
+
+
+class RevokeReason(StrEnum):
+    """Why a subscription's registration is being (or was) expired at NAVER Pay."""
+
+    FINAL_FAILURE = "final_failure"  # the retry policy gave up (final_action=expire)
+    MERCHANT_CANCEL = "merchant_cancel"  # the merchant set status = 'canceled' (expire_on_cancel)
 
 
 class ChargeStatus(StrEnum):
@@ -98,6 +112,7 @@ class ChargeStatus(StrEnum):
     AMOUNT_MISMATCH = "amount_mismatch"
     SKIPPED = "skipped"
     CANCELED = "canceled"
+    HELD = "held"  # a merchant-side fault (credentials, our request, a proxy): waits, alerts, resumes
 
 
 FINAL_CHARGE_STATUSES = frozenset(
@@ -109,6 +124,7 @@ FINAL_CHARGE_STATUSES = frozenset(
         ChargeStatus.CANCELED,
     }
 )
+NONFINAL_CHARGE_STATUSES = frozenset(set(ChargeStatus) - FINAL_CHARGE_STATUSES)
 # Not final, and a worker may be (or may have been) working on it: the walk re-enqueues these
 # once their lease runs out.
 INFLIGHT_CHARGE_STATUSES = frozenset(
@@ -119,6 +135,11 @@ INFLIGHT_CHARGE_STATUSES = frozenset(
         ChargeStatus.APPROVING,
         ChargeStatus.UNKNOWN,
     }
+)
+# The NAVER outcome of the current attempt is not settled yet; a charge that stays in one of
+# these past a bound is surfaced to a human (``stuck_since`` / ``surfaced_at``).
+UNSETTLED_CHARGE_STATUSES = frozenset(
+    {ChargeStatus.RESERVING, ChargeStatus.APPROVING, ChargeStatus.UNKNOWN, ChargeStatus.HELD}
 )
 
 
@@ -163,6 +184,10 @@ class Merchant(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(200))
     notify_email: Mapped[int] = mapped_column(Integer, server_default="0")
     notify_on: Mapped[str] = mapped_column(String(200), server_default="final_failure")
+    # Crons whose cycles come closer than this are refused (same units as retry_delays).
+    min_cycle_interval: Mapped[str] = mapped_column(String(20), server_default="1d")
+    # 1 = a subscription set to 'canceled' also expires its registration at NAVER Pay.
+    expire_on_cancel: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
 
@@ -178,6 +203,9 @@ class Subscription(Base):
         # due" and "active and unscheduled (NULL)". Plain composite indexes, not partial ones:
         # SQLite cannot use a partial index for a query whose status is a bound parameter.
         Index("ix_subscriptions_due", "status", "next_charge_at"),
+        # Status changes made with SQL (pause, resume, cancel, fix of an invalid row) are found
+        # by the walk as rows whose status differs from the one it last acted on.
+        Index("ix_subscriptions_seen", "seen_status", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -198,6 +226,15 @@ class Subscription(Base):
     # Lease that makes "one charge per recurrentId at a time" hold across workers.
     lock_owner: Mapped[str | None] = mapped_column(String(64))
     lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The status the walk last acted on: when ``status`` differs, someone changed it (SQL, CLI).
+    seen_status: Mapped[str] = mapped_column(String(20), server_default=SubscriptionStatus.ACTIVE.value)
+    # The cron and zone ``next_charge_at`` was computed from (NULL: set by hand, trusted).
+    scheduled_cron: Mapped[str | None] = mapped_column(String(100))
+    scheduled_timezone: Mapped[str | None] = mapped_column(String(64))
+    # Expiring the registration at NAVER Pay (status revoking): why, tries, next try.
+    revoke_reason: Mapped[str | None] = mapped_column(String(30))
+    expire_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    expire_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
@@ -214,6 +251,7 @@ class Charge(Base):
         CheckConstraint(_in("status", ChargeStatus), name="status_known"),
         Index("ix_charges_retry_due", "status", "next_attempt_at"),
         Index("ix_charges_lease", "status", "lease_until"),
+        Index("ix_charges_stuck_since", "stuck_since"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -228,6 +266,12 @@ class Charge(Base):
     attempt_count: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # the run allowed to move it
+    prev_status: Mapped[str | None] = mapped_column(String(20))  # what the last transition left
+    held_from: Mapped[str | None] = mapped_column(String(20))  # where a held charge resumes
+    backoff_count: Mapped[int] = mapped_column(Integer, server_default="0")  # holds / stalled runs
+    stuck_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # unsettled since
+    surfaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # reported to a human
     last_code: Mapped[str | None] = mapped_column(String(64))
     last_message: Mapped[str | None] = mapped_column(Text)
     approved_amount: Mapped[int | None] = mapped_column(Integer)
@@ -280,6 +324,7 @@ class Notification(Base):
     status: Mapped[str] = mapped_column(String(20), server_default=NotificationStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_owner: Mapped[str | None] = mapped_column(String(64))  # the delivery that holds it
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
@@ -47,6 +47,12 @@ FINAL_FAILURE = "charge.final_failure"
 ATTEMPT_FAILED = "charge.attempt_failed"
 SUCCEEDED = "charge.succeeded"
 AMOUNT_MISMATCH = "charge.amount_mismatch"
+# Merchant alerts: our side (or NAVER's) needs a human; never sent to the customer.
+CHARGE_HELD = "charge.held"  # a merchant-side fault holds the charge (credentials, our request)
+CHARGE_STUCK = "charge.stuck"  # a charge's outcome stayed unsettled past its bound
+EXPIRE_HELD = "subscription.expire_held"  # expiring a registration hit a merchant-side fault
+EXPIRE_FAILED = "subscription.expire_failed"  # NAVER would not expire it; a human must check
+ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED})
 # notify_on names (merchant column) for the optional events; final failure is always sent.
 OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
 KST = ZoneInfo("Asia/Seoul")
@@ -126,6 +132,40 @@ def queue(session: Session, event: str, charge: Charge, now: datetime) -> list[i
     session.add_all(rows)
     session.flush()
     return [row.id for row in rows if row.status == NS.PENDING]
+
+
+def queue_alert(session: Session, event: str, sub: Subscription, now: datetime, *, dedupe: str,
+                message: str, charge: Charge | None = None,
+                details: dict[str, Any] | None = None) -> list[int]:
+    """A merchant alert (``ALERTS``) in the caller's transaction: to the merchant's webhook when
+    one is configured (never to the customer), always logged at error. At most one row per
+    ``dedupe`` key; returns the ids to deliver."""
+    assert event in ALERTS, event
+    log.error("%s: %s", event, message, extra={"subscription_id": sub.id, "recurrent_id": sub.recurrent_id,
+                                               "charge_id": charge.id if charge else None})
+    merchant = session.get(Merchant, sub.merchant_id)
+    if merchant is None or not merchant.webhook_url:
+        return []
+    key = f"{event}:{dedupe}"
+    if session.scalar(select(Notification.id).where(Notification.dedupe_key == key,
+                                                    Notification.channel == "webhook")) is not None:
+        return []
+    event_id = uuid.uuid4().hex
+    payload: dict[str, Any] = {
+        "event_id": event_id, "event": event, "occurred_at": now.isoformat(), "merchant_id": sub.merchant_id,
+        "subscription": {"id": sub.id, "recurrent_id": sub.recurrent_id, "status": sub.status},
+        "message": message, "details": details or {}}
+    if charge is not None:
+        payload["charge"] = {"id": charge.id, "cycle_at": charge.cycle_at.isoformat(),
+                             "amount": charge.amount, "status": charge.status, "last_code": charge.last_code,
+                             "payment_id": charge.payment_id}
+    row = Notification(event_id=event_id, dedupe_key=key, event=event, channel="webhook",
+                       subscription_id=sub.id, charge_id=charge.id if charge else None,
+                       payload=json.dumps(payload, ensure_ascii=False), status=NS.PENDING, created_at=now,
+                       lease_until=now + timedelta(minutes=2))
+    session.add(row)
+    session.flush()
+    return [row.id]
 
 
 # --- delivery -------------------------------------------------------------------------------
