@@ -10,12 +10,19 @@ NaverPayError(Exception)        .api .code .message .naver_message .http_status 
 │                               read timeouts and malformed answers: reading twice is harmless
 ├── DeclinedError               the merchant's retry policy decides: NotEnoughAccountBalance,
 │                               OwnerAuthFail, FaultCheckOngoing, BankMaintenance, BankCheckTime,
-│                               TimeExpired (reserve again), Fail at approval
-├── PermanentError              stop and flag: RequireParameter, InvalidParameter,
-│   │                           InvalidPaymentId (outside history), cancel rule violations
-│   │                           (OverRemainAmount, RestAmountDiff, AlreadyCanceled, ...),
-│   │                           a 3xx/4xx answer without a NAVER code
-│   └── AuthenticationError     HTTP 401, InvalidMerchant: credentials or chain id are wrong
+│                               TimeExpired (reserve again), Fail at approval or reserve;
+│                               ``customer_decline`` says whether the code is one of NAVER's
+│                               known answers about the customer's means (unknown codes of
+│                               other mutations are DeclinedError too, but not the customer's)
+├── PermanentError              stop and flag: InvalidPaymentId (outside history), cancel
+│   │                           rule violations (OverRemainAmount, RestAmountDiff,
+│   │                           AlreadyCanceled, ...)
+│   └── MerchantSideError       OUR fault, never the customer's: RequireParameter,
+│       │                       InvalidParameter, RequireCondition, TimeConditionError,
+│       │                       InvalidMerchantType, a 3xx/4xx answer without a NAVER code
+│       │                       (a proxy, a WAF). Billing holds the work and alerts; it never
+│       │                       consumes a customer's attempt or expires a registration
+│       └── AuthenticationError HTTP 401, InvalidMerchant: credentials or chain id are wrong
 └── UnknownOutcomeError         resolve through payment history before anything else: read
     │                           timeout or dropped connection AFTER a mutating request was
     │                           sent, AlreadyOnGoing, AlreadyComplete, unknown codes at
@@ -41,12 +48,15 @@ __all__ = [
     "ApiKind",
     "AuthenticationError",
     "CODE_TABLE",
+    "CUSTOMER_DECLINE_CODES",
     "DeclinedError",
     "MalformedResponseError",
+    "MerchantSideError",
     "NaverPayError",
     "PermanentError",
     "TransientError",
     "UnknownOutcomeError",
+    "customer_decline",
     "error_class_for",
 ]
 
@@ -102,7 +112,11 @@ class PermanentError(NaverPayError):
     """Sending the same request again will fail the same way; stop and flag it."""
 
 
-class AuthenticationError(PermanentError):
+class MerchantSideError(PermanentError):
+    """Our request or our configuration is at fault (or a proxy in between): not the customer."""
+
+
+class AuthenticationError(MerchantSideError):
     """Credentials or chain id are wrong (HTTP 401 or ``InvalidMerchant``)."""
 
 
@@ -121,12 +135,12 @@ _ErrorClass = type[NaverPayError]
 # for unknown codes, global default. NAVER adds codes without a version bump, so unknown
 # codes are normal and their defaults below are chosen to be safe, never "success".
 CODE_TABLE: Final[Mapping[tuple[str, str], _ErrorClass]] = {
-    (ANY, "RequireParameter"): PermanentError,
-    (ANY, "InvalidParameter"): PermanentError,
-    (ANY, "RequireCondition"): PermanentError,
-    (ANY, "TimeConditionError"): PermanentError,
+    (ANY, "RequireParameter"): MerchantSideError,
+    (ANY, "InvalidParameter"): MerchantSideError,
+    (ANY, "RequireCondition"): MerchantSideError,
+    (ANY, "TimeConditionError"): MerchantSideError,
     (ANY, "InvalidMerchant"): AuthenticationError,
-    (ANY, "InvalidMerchantType"): PermanentError,
+    (ANY, "InvalidMerchantType"): MerchantSideError,
     (ANY, "MaintenanceOngoing"): TransientError,
     # The paymentId (or its approval window) is dead; a new reserve is the policy's call.
     (ANY, "TimeExpired"): DeclinedError,
@@ -152,6 +166,7 @@ CODE_TABLE: Final[Mapping[tuple[str, str], _ErrorClass]] = {
     # "Fail" is NAVER's catch-all: at approval it is a refused charge (policy decides), on a
     # read it is worth another try, elsewhere the request itself is at fault.
     ("approval", "Fail"): DeclinedError,
+    ("mutation", "Fail"): DeclinedError,  # e.g. a reserve on a registration NAVER has ended
     ("read", "Fail"): TransientError,
     (ANY, "Fail"): PermanentError,
     # Unknown codes. Approval/cancel: money may have moved under a code we don't know, and
@@ -166,6 +181,20 @@ CODE_TABLE: Final[Mapping[tuple[str, str], _ErrorClass]] = {
     ("mutation", ANY): DeclinedError,
     (ANY, ANY): UnknownOutcomeError,
 }
+
+
+# NAVER's answers about the customer's payment means: the only codes that may consume one of
+# the customer's attempts (and so, in the end, expire their registration).
+CUSTOMER_DECLINE_CODES: Final = frozenset({
+    "NotEnoughAccountBalance", "OwnerAuthFail", "FaultCheckOngoing", "BankMaintenance",
+    "BankCheckTime", "TimeExpired", "Fail",
+})
+
+
+def customer_decline(exc: NaverPayError) -> bool:
+    """Whether ``exc`` is NAVER refusing the customer's means (the policy decides), as opposed
+    to our own fault or a code we do not know (billing holds those and alerts a human)."""
+    return isinstance(exc, DeclinedError) and exc.code in CUSTOMER_DECLINE_CODES
 
 
 def error_class_for(kind: ApiKind, code: str) -> _ErrorClass:

@@ -21,6 +21,7 @@ from worker.naverpay.config import NaverPayConfig
 from worker.naverpay.errors import (
     AuthenticationError,
     MalformedResponseError,
+    MerchantSideError,
     NaverPayError,
     PermanentError,
     TransientError,
@@ -175,8 +176,8 @@ class Wire:
         if env is not None:
             return env
         if 300 <= status < 500 and status != 409:
-            raise PermanentError(f"{api.title}: NAVER refused the request {where}",
-                                 api=api.name, http_status=status, raw=text)
+            raise MerchantSideError(f"{api.title}: NAVER refused the request {where}",
+                                    api=api.name, http_status=status, raw=text)
         raise self._unreadable(api, f"NAVER answered {problem}", status, text, None, ctype)
 
     def _coded_error(self, api: Api, env: Envelope) -> NaverPayError:

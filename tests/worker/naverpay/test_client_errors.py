@@ -29,7 +29,7 @@ from worker.naverpay import (
     TransientError,
     UnknownOutcomeError,
 )
-from worker.naverpay.errors import ANY, CODE_TABLE, error_class_for
+from worker.naverpay.errors import ANY, CODE_TABLE, MerchantSideError, customer_decline, error_class_for
 
 EXAMPLE_BY_KIND = {
     "approval": CALLS_BY_METHOD["approve_payment"],
@@ -77,9 +77,12 @@ def test_every_code_in_the_table_raises_its_class(kind: str, code: str) -> None:
     ("approval", "BrandNewCode2027", UnknownOutcomeError),
     ("approval", "MaintenanceOngoing", TransientError),
     ("approval", "InvalidMerchant", AuthenticationError),
-    ("mutation", "InvalidParameter", PermanentError),
-    ("mutation", "RequireParameter", PermanentError),
-    ("mutation", "Fail", PermanentError),
+    # Our request is at fault: merchant-side, never a customer decline (held, alerted).
+    ("mutation", "InvalidParameter", MerchantSideError),
+    ("mutation", "RequireParameter", MerchantSideError),
+    ("approval", "InvalidParameter", MerchantSideError),
+    # A reserve answered Fail (e.g. a registration NAVER has ended) is NAVER's generic refusal.
+    ("mutation", "Fail", DeclinedError),
     ("mutation", "BrandNewCode2027", DeclinedError),
     ("cancel", "RestAmountDiff", PermanentError),
     ("cancel", "AlreadyCanceled", PermanentError),
@@ -88,11 +91,29 @@ def test_every_code_in_the_table_raises_its_class(kind: str, code: str) -> None:
     ("cancel", "BrandNewCode2027", UnknownOutcomeError),
     ("read", "Fail", TransientError),
     ("read", "BrandNewCode2027", TransientError),
-    ("read", "TimeConditionError", PermanentError),
+    ("read", "TimeConditionError", MerchantSideError),
 ])
 def test_the_table_says_what_the_caller_should_do(kind: str, code: str,
                                                   expected: type[NaverPayError]) -> None:
     assert error_class_for(kind, code) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind,code,customer", [
+    ("approval", "NotEnoughAccountBalance", True), ("approval", "Fail", True),
+    ("mutation", "Fail", True), ("approval", "OwnerAuthFail", True),
+    ("mutation", "BrandNewCode2027", False),  # declined, but we don't know it is the customer's
+    ("approval", "InvalidMerchant", False), ("approval", "InvalidParameter", False),
+    ("approval", "AlreadyOnGoing", False),
+])
+def test_only_answers_about_the_customers_means_are_customer_declines(kind: str, code: str,
+                                                                      customer: bool) -> None:
+    error = error_class_for(kind, code)("x", api="a", code=code)  # type: ignore[arg-type]
+    assert customer_decline(error) is customer
+
+
+def test_merchant_side_faults_are_permanent_and_authentication_is_one_of_them() -> None:
+    assert issubclass(AuthenticationError, MerchantSideError)
+    assert issubclass(MerchantSideError, PermanentError)
 
 
 def test_success_is_never_an_error_class() -> None:
