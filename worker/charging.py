@@ -1,32 +1,44 @@
 """The charge: reserve, then approve, one (subscription, cycle) at a time, safely for money.
 
 ``process_charge(engine, charge_id, owner)`` is a plain function (the Celery task is a thin
-wrapper). It takes the subscription's lease (one charge per recurrentId at a time), then
-advances the charge's state machine one compare-and-set transition at a time until it
-reaches a final state or must wait::
+wrapper). It takes the subscription's lease and becomes the charge's owner, then advances the
+charge's state machine one compare-and-set transition at a time until it reaches a final
+state or must wait::
 
-    pending|retry_wait --(attempt n)--> reserving --reserve(key n)--> reserved
-    reserved --CAS--> approving --approve(key n)--> succeeded | amount_mismatch
-                                  |-- declined --> policy: retry_wait(next_attempt_at) | failed
-                                  '-- unknown outcome --> unknown
-    unknown|approving(after a crash) --history(paymentId)--> 01 SUCCESS: succeeded
-                                                         --> 01 FAIL: declined (policy)
-                                                         --> nothing: approve again with the
-                                                             SAME key (a replay, never a
-                                                             second charge)
-    non-active subscription: pending|retry_wait|reserving|reserved --> canceled (cancel wins)
+    pending|retry_wait --(older cycle still open? wait)--(attempt n)--> reserving
+    reserving --reserve(key n)--> reserved --CAS--> approving --approve(key n)--> succeeded
+                                                                              | amount_mismatch
+        customer decline (NAVER's answer about the means) --> policy: retry_wait | failed
+        merchant-side fault (401, InvalidParameter, a proxy's 4xx, a code we do not know)
+              --> held (no attempt consumed, no final action, no customer notice; alert)
+        unknown outcome --> unknown
+    unknown|approving(after a crash) --history(paymentId)--> SUCCESS: succeeded
+                                     --> FAIL: declined, judged by the history row's own code
+                                     --> nothing, subscription not active: canceled
+                                     --> nothing: approve again with the SAME key (a replay,
+                                         never a second charge)
+    held --(next_attempt_at: backoff)--> held_from (reserving, or unknown: history first)
+    non-active subscription: pending|retry_wait|reserving|reserved|held --> canceled
 
-Money rules kept here: the state is committed *before* each NAVER call (so a crash leaves a
-state that says what may have happened); idempotency keys are derived from (charge, attempt,
-kind) and reused on every resend; an approval whose outcome is unknown is resolved through
-history, never approved blindly with a new key; the approved amount must equal the reserved
-amount; two workers racing on a transition cannot both win it (``worker.charge_store`` holds
-the lease and the compare-and-set).
+Money rules kept here:
+* the state is committed *before* each NAVER call (a crash leaves a state that says what may
+  have happened); idempotency keys come from (charge, attempt, kind) and are reused on every
+  resend; an unknown approval is resolved through history, never sent with a new key;
+* the approved amount must equal the reserved amount;
+* every transition is a compare-and-set that also requires this run to own the charge and
+  renews its lease; a run that lost its lease stops without writing (``LeaseLost``);
+* a run is bounded: at most ``call_budget`` NAVER calls and ``max_run`` of wall time, then it
+  stops and the charge comes back after a jittered exponential backoff (``backoff_count``), so
+  an outage does not become a retry storm and a run never outlives its lease;
+* cancel wins: the subscription's status is read before every NAVER call that could move
+  money, and nothing is approved for a subscription that is not active;
+* only NAVER's answers about the customer's means consume an attempt; our own faults hold.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,17 +52,27 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Subscription, utcnow
 from models import ChargeStatus as CS
 from models import FinalAction as FA
+from models import RevokeReason as RR
 from models import SubscriptionStatus as SS
 from scheduler.policy import PolicyError, RetryPolicy
 from worker import logs, notify
-from worker.charge_store import acquire_lease, compare_and_set, load_charge, release_lease
+from worker.charge_store import (
+    LeaseLost,
+    acquire_lease,
+    compare_and_set,
+    later_success,
+    older_open_charge,
+    release_lease,
+    renew,
+    subscription_status,
+)
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.errors import (
-    DeclinedError,
+    MerchantSideError,
     NaverPayError,
-    PermanentError,
     TransientError,
     UnknownOutcomeError,
+    customer_decline,
 )
 from worker.naverpay.results import PaymentDetail
 from worker.recording import record_attempt
@@ -71,6 +93,24 @@ class ChargeEngine:
     transient_tries: int = 3
     resolve_tries: int = 4
     backoff_max: float = 8.0
+    call_budget: int = 6  # NAVER calls per charge per run (happy path: 2)
+    max_run: timedelta | None = None  # wall time per run; default: half the lease
+    stall_backoff: tuple[float, float] = (30.0, 1800.0)  # base, cap (s): unsettled across runs
+    hold_backoff: tuple[float, float] = (60.0, 3600.0)  # base, cap (s): merchant-side faults
+    order_wait: timedelta = timedelta(seconds=60)  # a newer cycle waits for an older one
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def run_limit(self) -> timedelta:
+        """How long one run may last: well inside the lease it renews."""
+        return self.max_run if self.max_run is not None else self.lease / 2
+
+    def backoff(self, base_cap: tuple[float, float], count: int) -> timedelta:
+        """Exponential, capped, with full jitter in [half, whole], so that many charges
+        waiting on the same outage do not all wake at once."""
+        base, cap = base_cap
+        delay = min(cap, base * 2 ** min(count, 20))
+        return timedelta(seconds=delay * self.rng.uniform(0.5, 1.0))
 
 
 @dataclass
@@ -84,10 +124,40 @@ class ChargeOutcome:
     notification_ids: list[int] = field(default_factory=list)
     expire_subscription_id: int | None = None
     resolves: int = 0
+    calls: int = 0
 
 
 class _Stop(Exception):
     """The charge must wait (for a lease, a later attempt, or NAVER to answer)."""
+
+    def __init__(self, resume_at: datetime | None = None, stalled: bool = False) -> None:
+        super().__init__()
+        self.resume_at, self.stalled = resume_at, stalled
+
+
+@dataclass
+class _Run:
+    """One run of one charge: the engine, the charge as this run last wrote it, its owner."""
+
+    engine: ChargeEngine
+    charge: Charge
+    owner: str
+    out: ChargeOutcome
+    started: datetime
+
+    def cas(self, s: Session, sources: Iterable[CS], target: CS, **values: Any) -> bool:
+        """A transition of this run (owned, lease renewed)."""
+        return compare_and_set(s, self.charge, sources, target, self.engine.clock(), owner=self.owner,
+                               lease=self.engine.lease, **values)
+
+    def transition(self, sources: Iterable[CS], target: CS, **values: Any) -> bool:
+        """A transition in its own transaction."""
+        with self.engine.sessions.begin() as s:
+            return self.cas(s, sources, target, **values)
+
+    @property
+    def merchant(self) -> Merchant:
+        return self.charge.subscription.merchant
 
 
 def idempotency_key(charge: Charge, kind: str) -> str:
@@ -99,48 +169,71 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
     """Drive one charge as far as it can go now; see the module docstring."""
     out = ChargeOutcome(charge_id)
     with logs.bind(charge_id=charge_id):
-        charge = acquire_lease(engine.sessions, charge_id, owner, engine.clock(), engine.lease)
+        started = engine.clock()
+        charge = acquire_lease(engine.sessions, charge_id, owner, started, engine.lease)
         if charge is None:
             out.busy = True
             return out
         with logs.bind(recurrent_id=charge.recurrent_id):
-            _drive(engine, charge, owner, out)
+            _drive(_Run(engine, charge, owner, out, started))
     return out
 
 
-def _drive(engine: ChargeEngine, charge: Charge, owner: str, out: ChargeOutcome) -> None:
+def _drive(run: _Run) -> None:
+    resume_at: datetime | None = None
     try:
         for _ in range(50):  # each step makes one transition; the bound is a safety net
-            if charge.status in FINAL_CHARGE_STATUSES:
+            if run.charge.status in FINAL_CHARGE_STATUSES:
                 break
-            stop = False
+            before = run.charge.status
             try:
-                STEPS[CS(charge.status)](engine, charge, out)
-            except _Stop:
-                stop = True
-            # Re-read after every step: it moved the charge on, and another process may have
-            # paused the subscription meanwhile.
-            charge = load_charge(engine.sessions, charge.id)
-            if stop:
+                STEPS[CS(run.charge.status)](run)
+            except _Stop as stop:
+                resume_at = _stalled(run) if stop.stalled else stop.resume_at
                 break
-        out.status, out.code = charge.status, charge.last_code
-    finally:
-        release_lease(engine.sessions, charge, owner)
+            if run.charge.status == before and before != CS.UNKNOWN:
+                break  # the step could not move it (cancel or another writer won): stop here
+            # (unknown -> resend -> unknown again: resolve once more, within the run's bounds)
+    except LeaseLost:
+        run.out.status = None  # another run owns it now; it reports the outcome
+        return
+    run.out.status, run.out.code = run.charge.status, run.charge.last_code
+    release_lease(run.engine.sessions, run.charge, run.owner, resume_at)
+
+
+def _stalled(run: _Run) -> datetime:
+    """NAVER did not settle the charge within this run's budget: come back after a backoff
+    that grows with every stalled run (and is jittered)."""
+    engine, charge = run.engine, run.charge
+    resume_at = engine.clock() + engine.backoff(engine.stall_backoff, charge.backoff_count)
+    with engine.sessions.begin() as s:
+        s.execute(update(Charge).where(Charge.id == charge.id, Charge.lease_owner == run.owner)
+                  .values(backoff_count=Charge.backoff_count + 1))
+    charge.backoff_count += 1
+    log.warning("charge %s: NAVER has not settled it in this run (%s calls); next run after %s",
+                charge.id, run.out.calls, resume_at.isoformat())
+    return resume_at
 
 
 # --- calls ----------------------------------------------------------------------------------
 
-def _call(engine: ChargeEngine, charge: Charge, kind: str, key: str | None,
-          fn: Callable[[], T], retry_on: tuple[type[BaseException], ...]) -> T:
-    """Call NAVER with short tenacity retries (same key), recording every try."""
+def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T],
+          retry_on: tuple[type[BaseException], ...]) -> T:
+    """Call NAVER with short tenacity retries (same key), recording every try, within the
+    run's call budget and time limit."""
+    engine = run.engine
+
     def once() -> T:
+        if run.out.calls >= engine.call_budget or engine.clock() - run.started >= engine.run_limit:
+            raise _Stop(stalled=True)
+        run.out.calls += 1
         started = time.monotonic()
         try:
             result = fn()
         except Exception as exc:
-            _record(engine, charge, kind, key, error=exc, elapsed=time.monotonic() - started)
+            _record(run, kind, key, error=exc, elapsed=time.monotonic() - started)
             raise
-        _record(engine, charge, kind, key, result=result, elapsed=time.monotonic() - started)
+        _record(run, kind, key, result=result, elapsed=time.monotonic() - started)
         return result
 
     retrying = Retrying(
@@ -153,159 +246,232 @@ def _call(engine: ChargeEngine, charge: Charge, kind: str, key: str | None,
     return retrying(once)
 
 
-def _record(engine: ChargeEngine, charge: Charge, kind: str, key: str | None, **kw: Any) -> None:
+def _record(run: _Run, kind: str, key: str | None, **kw: Any) -> None:
+    """The attempt row, and the run's lease renewed; a run that lost the charge stops."""
+    charge, engine = run.charge, run.engine
     with engine.sessions.begin() as s:
         record_attempt(s, kind=kind, key=key, charge_id=charge.id,
                        subscription_id=charge.subscription_id, attempt_no=charge.attempt_count, **kw)
+        owned = renew(s, charge, run.owner, engine.clock(), engine.lease)
+    if not owned:
+        raise LeaseLost(charge.id)
 
 
-def _client(engine: ChargeEngine, charge: Charge) -> NaverPayClient:
-    return engine.client_for(charge.subscription.merchant)
+def _client(run: _Run) -> NaverPayClient:
+    return run.engine.client_for(run.merchant)
 
 
-def _active(charge: Charge) -> bool:
-    return charge.subscription.status == SS.ACTIVE
+def _active(run: _Run) -> bool:
+    """Read now, not from the run's start: a pause or cancel wins over the next call."""
+    status = subscription_status(run.engine.sessions, run.charge.subscription_id)
+    run.charge.subscription.status = status or "missing"
+    return status == SS.ACTIVE
 
 
-def _cancel(engine: ChargeEngine, charge: Charge, sources: Iterable[CS]) -> None:
-    with engine.sessions.begin() as s:
-        compare_and_set(s, charge, sources, CS.CANCELED, engine.clock(), next_attempt_at=None,
-                        reason=f"subscription is {charge.subscription.status}; pending attempt canceled")
+def _cancel(run: _Run, sources: Iterable[CS], why: str = "") -> None:
+    status = run.charge.subscription.status
+    run.transition(sources, CS.CANCELED, next_attempt_at=None, lease_until=None,
+                   reason=f"subscription is {status}; pending attempt canceled{why}")
 
 
 # --- steps ----------------------------------------------------------------------------------
 
-def _begin_attempt(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
+def _begin_attempt(run: _Run) -> None:
+    engine, charge = run.engine, run.charge
     now = engine.clock()
-    if not _active(charge):
-        return _cancel(engine, charge, (CS.PENDING, CS.RETRY_WAIT))
+    if not _active(run):
+        return _cancel(run, (CS.PENDING, CS.RETRY_WAIT))
     if charge.status == CS.RETRY_WAIT and charge.next_attempt_at and charge.next_attempt_at > now:
         raise _Stop  # not due yet; the walk brings it back at next_attempt_at
-    with engine.sessions.begin() as s:
-        compare_and_set(s, charge, (CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, now,
-                        attempt_count=charge.attempt_count + 1, next_attempt_at=None, payment_id=None,
-                        lease_until=now + engine.lease)
+    older = older_open_charge(engine.sessions, charge)
+    if older is not None:
+        # One registration's cycles run oldest first: an older cycle still open (retrying,
+        # unknown, held) must end before a newer one moves money.
+        log.info("charge %s waits for the older cycle's charge %s", charge.id, older)
+        if charge.status == CS.RETRY_WAIT:
+            with engine.sessions.begin() as s:
+                s.execute(update(Charge).where(Charge.id == charge.id, Charge.lease_owner == run.owner)
+                          .values(next_attempt_at=now + engine.order_wait))
+        raise _Stop(resume_at=now + engine.order_wait)
+    run.transition((CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, attempt_count=charge.attempt_count + 1,
+                   next_attempt_at=None, payment_id=None, held_from=None, backoff_count=0)
 
 
-def _reserve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
-    if not _active(charge):
-        return _cancel(engine, charge, (CS.RESERVING,))
+def _reserve(run: _Run) -> None:
+    charge = run.charge
+    if not _active(run):
+        return _cancel(run, (CS.RESERVING,))
     sub, key = charge.subscription, idempotency_key(charge, "reserve")
     taxable = charge.amount - charge.tax_free_amount
     try:
         # Reserving moves no money; a resend with the same key is answered by replay.
-        reservation = _call(engine, charge, "reserve", key, lambda: _client(engine, charge).reserve_payment(
+        reservation = _call(run, "reserve", key, lambda: _client(run).reserve_payment(
             recurrent_id=charge.recurrent_id, total_pay_amount=charge.amount,
             tax_scope_amount=taxable, tax_ex_scope_amount=charge.tax_free_amount,
             product_name=sub.product_name, merchant_pay_id=f"{charge.merchant_pay_id}-{charge.attempt_count}",
             merchant_user_id=sub.merchant_user_id, idempotency_key=key,
         ), retry_on=(TransientError, UnknownOutcomeError))
-    except (DeclinedError, PermanentError) as exc:
-        return _declined(engine, charge, exc.code, str(exc), (CS.RESERVING,), out)
     except NaverPayError as exc:
-        _note(engine, charge, exc)
-        raise _Stop from exc  # still reserving; the walk retries after the lease
-    with engine.sessions.begin() as s:
-        compare_and_set(s, charge, (CS.RESERVING,), CS.RESERVED, engine.clock(),
-                        payment_id=reservation.payment_id, last_code=reservation.code, last_message=None)
+        if customer_decline(exc):
+            return _declined(run, exc.code, str(exc), (CS.RESERVING,))
+        if isinstance(exc, TransientError | UnknownOutcomeError):
+            _note(run, exc)
+            raise _Stop(stalled=True) from exc  # still reserving; back after a backoff
+        return _hold(run, exc, CS.RESERVING, (CS.RESERVING,))
+    run.transition((CS.RESERVING,), CS.RESERVED, payment_id=reservation.payment_id,
+                   last_code=reservation.code, last_message=None)
 
 
-def _approve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
-    if not _active(charge):
-        return _cancel(engine, charge, (CS.RESERVED,))
-    now = engine.clock()
-    with engine.sessions.begin() as s:
-        # Committed before the call: after a crash, "approving" says "maybe charged".
-        if not compare_and_set(s, charge, (CS.RESERVED,), CS.APPROVING, now, lease_until=now + engine.lease):
-            return
-    _send_approval(engine, charge, out, CS.APPROVING)
+def _approve(run: _Run) -> None:
+    if not _active(run):
+        return _cancel(run, (CS.RESERVED,))
+    # Committed before the call: after a crash, "approving" says "maybe charged".
+    if run.transition((CS.RESERVED,), CS.APPROVING):
+        _send_approval(run)
 
 
-def _send_approval(engine: ChargeEngine, charge: Charge, out: ChargeOutcome, source: CS) -> None:
+def _send_approval(run: _Run) -> None:
+    charge = run.charge
     key = idempotency_key(charge, "approve")
     assert charge.payment_id is not None
     payment_id = charge.payment_id
     try:
-        approval = _call(engine, charge, "approve", key, lambda: _client(engine, charge).approve_payment(
+        approval = _call(run, "approve", key, lambda: _client(run).approve_payment(
             recurrent_id=charge.recurrent_id, payment_id=payment_id, idempotency_key=key,
         ), retry_on=(TransientError,))
-    except (DeclinedError, PermanentError) as exc:
-        return _declined(engine, charge, exc.code, str(exc), (source,), out)
-    except NaverPayError as exc:  # unknown outcome, or transient errors that outlived retries
-        with engine.sessions.begin() as s:
-            compare_and_set(s, charge, (source,), CS.UNKNOWN, engine.clock(), last_code=exc.code,
-                            last_message=str(exc)[:2000])
-        return
-    _succeed(engine, charge, approval.detail, (source,), out)
+    except NaverPayError as exc:
+        if customer_decline(exc):
+            return _declined(run, exc.code, str(exc), (CS.APPROVING,))
+        if isinstance(exc, TransientError | UnknownOutcomeError):
+            run.transition((CS.APPROVING,), CS.UNKNOWN, last_code=exc.code, last_message=str(exc)[:2000])
+            return
+        # NAVER refused our request itself: it did not approve. Resuming still reads history
+        # first (held_from unknown), so a mistaken classification can never charge twice.
+        return _hold(run, exc, CS.UNKNOWN, (CS.APPROVING,))
+    _succeed(run, approval.detail, (CS.APPROVING,))
 
 
-def _resolve(engine: ChargeEngine, charge: Charge, out: ChargeOutcome) -> None:
+def _resolve(run: _Run) -> None:
     """Unknown outcome: ask history by paymentId, then act; never approve with a new key."""
+    engine, charge, out = run.engine, run.charge, run.out
     if out.resolves >= engine.resolve_tries:
-        raise _Stop  # NAVER keeps not knowing; the walk brings it back after the lease
+        raise _Stop(stalled=True)  # NAVER keeps not knowing; back after a backoff
     if out.resolves:
         engine.sleep(min(engine.backoff_max, 2.0 ** out.resolves))
     out.resolves += 1
+    status = CS(charge.status)
     assert charge.payment_id is not None
     payment_id = charge.payment_id
     try:
-        page = _call(engine, charge, "history", None,
-                     lambda: _client(engine, charge).payment_history(payment_id=payment_id),
+        page = _call(run, "history", None, lambda: _client(run).payment_history(payment_id=payment_id),
                      retry_on=(TransientError,))
+    except MerchantSideError as exc:
+        return _hold(run, exc, CS.UNKNOWN, (status,))
     except NaverPayError as exc:
-        _note(engine, charge, exc)
-        return
+        _note(run, exc)
+        return _resolve(run)
     approvals = [row for row in page.rows if row.admission_type_code in (None, "01")]
-    status = CS(charge.status)
-    if any(row.admission_state == "SUCCESS" for row in approvals):
-        row = next(row for row in approvals if row.admission_state == "SUCCESS")
-        return _succeed(engine, charge, row, (status,), out)
-    if approvals:  # a FAIL row: the approval was refused
-        return _declined(engine, charge, charge.last_code or "Fail",
-                         "history shows the approval failed", (status,), out)
+    success = next((row for row in approvals if row.admission_state == "SUCCESS"), None)
+    if success is not None:
+        return _succeed(run, success, (status,))
+    if approvals:  # a FAIL row: the approval was refused; judge it by that row's own result
+        code, message = _history_result(approvals[-1])
+        return _declined(run, code, message, (status,))
+    if not _active(run):
+        # Cancel wins: NAVER has no approval, so none will be sent; the reservation expires.
+        return _cancel(run, (status,), "; history shows no approval, none will be sent")
     # NAVER has no approval for this payment: resend with the SAME key. If it did approve
     # meanwhile, the key makes NAVER replay that answer instead of charging again.
-    if status == CS.UNKNOWN:
-        with engine.sessions.begin() as s:
-            if not compare_and_set(s, charge, (CS.UNKNOWN,), CS.APPROVING, engine.clock()):
-                return
-    _send_approval(engine, charge, out, CS.APPROVING)
+    if status == CS.UNKNOWN and not run.transition((CS.UNKNOWN,), CS.APPROVING):
+        return
+    _send_approval(run)
 
 
-def _succeed(engine: ChargeEngine, charge: Charge, detail: PaymentDetail | None,
-             sources: Iterable[CS], out: ChargeOutcome) -> None:
+def _history_result(row: PaymentDetail) -> tuple[str, str]:
+    """The code and message of a refused approval as its history row gives them; NAVER's
+    generic decline ``Fail`` when the row carries none (never a stale code of ours)."""
+    raw = row.raw or {}
+    code = next((str(raw[k]) for k in ("admissionResultCode", "resultCode", "code") if raw.get(k)), "Fail")
+    message = next((str(raw[k]) for k in ("admissionResultMessage", "resultMessage", "message")
+                    if raw.get(k)), "payment history shows the approval failed")
+    return code, message
+
+
+def _resume(run: _Run) -> None:
+    """A held charge whose backoff has passed goes back to where it was held."""
+    engine, charge = run.engine, run.charge
+    resume_to = CS(charge.held_from or CS.UNKNOWN)
+    if not _active(run):
+        if resume_to in (CS.APPROVING, CS.UNKNOWN):
+            run.transition((CS.HELD,), CS.UNKNOWN)  # history decides before the cancel
+            return
+        return _cancel(run, (CS.HELD,))
+    if charge.next_attempt_at and charge.next_attempt_at > engine.clock():
+        raise _Stop
+    run.transition((CS.HELD,), resume_to, next_attempt_at=None)
+
+
+def _hold(run: _Run, exc: NaverPayError, resume_to: CS, sources: Iterable[CS]) -> None:
+    """A merchant-side fault: our credentials, our request, a proxy, or a code we do not know.
+    No attempt is consumed, no final action runs, the customer hears nothing; the merchant is
+    alerted and the charge resumes by itself after a backoff (credentials are read again)."""
+    engine, charge = run.engine, run.charge
+    now = engine.clock()
+    at = now + engine.backoff(engine.hold_backoff, charge.backoff_count)
+    with engine.sessions.begin() as s:
+        code = exc.code or type(exc).__name__
+        if not run.cas(s, sources, CS.HELD, held_from=resume_to.value, next_attempt_at=at,
+                       backoff_count=charge.backoff_count + 1, last_code=code,
+                       last_message=str(exc)[:2000]):
+            return
+        sub = s.get(Subscription, charge.subscription_id)
+        assert sub is not None
+        run.out.notification_ids += notify.queue_alert(
+            s, notify.CHARGE_HELD, sub, now, dedupe=str(charge.id), charge=charge,
+            message=(f"charge {charge.id} is held: NAVER refused our request ({code}: "
+                     f"{exc}); check the merchant's credentials and settings. It resumes by itself "
+                     f"from {at.isoformat()}, or now with `npay-billing retry {charge.id}`."),
+            details={"code": exc.code, "http_status": exc.http_status, "resume_at": at.isoformat()})
+
+
+def _succeed(run: _Run, detail: PaymentDetail | None, sources: Iterable[CS]) -> None:
+    engine, charge, out = run.engine, run.charge, run.out
     now = engine.clock()
     approved = detail.total_pay_amount if detail else None
     ok = approved == charge.amount and (detail is None or detail.admission_state in (None, "SUCCESS"))
     with engine.sessions.begin() as s:
         if ok:
-            moved = compare_and_set(s, charge, sources, CS.SUCCEEDED, now, approved_amount=approved,
-                                    approved_at=now, last_code="Success", last_message=None, lease_until=None)
+            moved = run.cas(s, sources, CS.SUCCEEDED, approved_amount=approved, approved_at=now,
+                            last_code="Success", last_message=None, held_from=None)
             event = notify.SUCCEEDED
         else:
             # Money moved but not as reserved: flagged for a human, never reported as success.
-            moved = compare_and_set(s, charge, sources, CS.AMOUNT_MISMATCH, now, approved_amount=approved,
-                                    approved_at=now, last_code="AmountMismatch", lease_until=None,
-                                    last_message=f"approved {approved} won but reserved {charge.amount} won")
+            moved = run.cas(s, sources, CS.AMOUNT_MISMATCH, approved_amount=approved, approved_at=now,
+                            last_code="AmountMismatch",
+                            last_message=f"approved {approved} won but reserved {charge.amount} won")
             event = notify.AMOUNT_MISMATCH
             log.error("charge %s: approved %s won but reserved %s won", charge.id, approved,
                       charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
-        if moved and notify.wanted(charge.subscription.merchant, event):
+        if moved and notify.wanted(run.merchant, event):
             out.notification_ids += notify.queue(s, event, _fresh(s, charge), now)
 
 
-def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: str,
-              sources: Iterable[CS], out: ChargeOutcome) -> None:
-    """A refused attempt: the merchant's policy schedules the next one or gives up."""
-    now = engine.clock()
-    merchant = charge.subscription.merchant
+def _policy(merchant: Merchant) -> RetryPolicy:
     try:
-        policy = RetryPolicy.from_columns(merchant.retry_delays, merchant.max_attempts,
-                                          merchant.retryable_codes)
+        return RetryPolicy.from_columns(merchant.retry_delays, merchant.max_attempts,
+                                        merchant.retryable_codes)
     except PolicyError as exc:
         log.error("merchant %s: %s; using the default policy", merchant.id, exc)
-        policy = RetryPolicy.default()
-    at = policy.next_attempt_at(charge.attempt_count, code, now)
+        return RetryPolicy.default()
+
+
+def _declined(run: _Run, code: str | None, message: str, sources: Iterable[CS]) -> None:
+    """NAVER refused the customer's means: the merchant's policy schedules the next attempt
+    or gives up (final failure, final action, the customer told once)."""
+    engine, charge, out = run.engine, run.charge, run.out
+    now = engine.clock()
+    merchant = run.merchant
+    at = _policy(merchant).next_attempt_at(charge.attempt_count, code, now)
     with engine.sessions.begin() as s:
         sub = s.get(Subscription, charge.subscription_id)
         assert sub is not None
@@ -313,25 +479,36 @@ def _declined(engine: ChargeEngine, charge: Charge, code: str | None, message: s
         if sub.status != SS.ACTIVE:
             # Paused, canceled or already finally failed meanwhile: no further attempt, and no
             # second final action or notification for the same subscription.
-            compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
-                            reason=f"declined ({code}) while the subscription was {sub.status}", **common)
+            run.cas(s, sources, CS.FAILED, next_attempt_at=None,
+                    reason=f"declined ({code}) while the subscription was {sub.status}", **common)
             return
         if at is not None:
-            moved = compare_and_set(s, charge, sources, CS.RETRY_WAIT, now, next_attempt_at=at, **common)
+            moved = run.cas(s, sources, CS.RETRY_WAIT, next_attempt_at=at, **common)
             if moved and notify.wanted(merchant, notify.ATTEMPT_FAILED):
                 out.notification_ids += notify.queue(s, notify.ATTEMPT_FAILED, _fresh(s, charge), now)
             return
-        if not compare_and_set(s, charge, sources, CS.FAILED, now, next_attempt_at=None,
-                               reason=f"gave up after {charge.attempt_count} attempt(s): {code}", **common):
+        later = later_success(s, charge)
+        reason = f"gave up after {charge.attempt_count} attempt(s): {code}"
+        if later is not None:
+            reason += f"; a later cycle (charge {later}) succeeded, so the registration is kept"
+        if not run.cas(s, sources, CS.FAILED, next_attempt_at=None, reason=reason, **common):
             return
-        if merchant.final_action == FA.EXPIRE:
-            sub.status, out.expire_subscription_id = SS.REVOKING, sub.id
-        elif merchant.final_action == FA.PAUSE:
-            sub.status = SS.PAUSED
+        if later is None:
+            _final_action(sub, merchant, out, now)
         sub.last_error, sub.updated_at = f"charge {charge.id} failed finally: {code}", now
         out.notification_ids += notify.queue(s, notify.FINAL_FAILURE, _fresh(s, charge), now)
     log.warning("charge %s failed finally (%s); final action %s", charge.id, code,
-                merchant.final_action, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
+                "none (a later cycle succeeded)" if later is not None else merchant.final_action,
+                extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
+
+
+def _final_action(sub: Subscription, merchant: Merchant, out: ChargeOutcome, now: datetime) -> None:
+    if merchant.final_action == FA.EXPIRE:
+        sub.status = sub.seen_status = SS.REVOKING
+        sub.revoke_reason, sub.expire_attempts, sub.expire_next_at = RR.FINAL_FAILURE, 0, None
+        out.expire_subscription_id = sub.id
+    elif merchant.final_action == FA.PAUSE:
+        sub.status = sub.seen_status = SS.PAUSED
 
 
 def _fresh(s: Session, charge: Charge) -> Charge:
@@ -340,17 +517,19 @@ def _fresh(s: Session, charge: Charge) -> Charge:
     return row
 
 
-def _note(engine: ChargeEngine, charge: Charge, exc: NaverPayError) -> None:
-    with engine.sessions.begin() as s:
-        s.execute(update(Charge).where(Charge.id == charge.id)
+def _note(run: _Run, exc: NaverPayError) -> None:
+    with run.engine.sessions.begin() as s:
+        s.execute(update(Charge).where(Charge.id == run.charge.id, Charge.lease_owner == run.owner)
                   .values(last_code=exc.code, last_message=str(exc)[:2000]))
+    run.charge.last_code = exc.code
 
 
-STEPS: dict[CS, Callable[[ChargeEngine, Charge, ChargeOutcome], None]] = {
+STEPS: dict[CS, Callable[[_Run], None]] = {
     CS.PENDING: _begin_attempt,
     CS.RETRY_WAIT: _begin_attempt,
     CS.RESERVING: _reserve,
     CS.RESERVED: _approve,
     CS.APPROVING: _resolve,  # found in "approving" = a run died mid-call: resolve first
     CS.UNKNOWN: _resolve,
+    CS.HELD: _resume,
 }

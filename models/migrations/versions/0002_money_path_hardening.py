@@ -30,7 +30,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("min_cycle_interval", sa.String(20), server_default="1d", nullable=False))
         batch.add_column(sa.Column("expire_on_cancel", sa.Integer(), server_default="1", nullable=False))
 
-    with op.batch_alter_table("subscriptions", recreate="always") as batch:
+    with op.batch_alter_table("subscriptions") as batch:
         batch.add_column(sa.Column("seen_status", sa.String(20), server_default="active", nullable=False))
         batch.add_column(sa.Column("scheduled_cron", sa.String(100), nullable=True))
         batch.add_column(sa.Column("scheduled_timezone", sa.String(64), nullable=True))
@@ -48,7 +48,7 @@ def upgrade() -> None:
     op.execute("UPDATE subscriptions SET revoke_reason = 'final_failure' "
                "WHERE status IN ('revoking', 'revoked')")
 
-    with op.batch_alter_table("charges", recreate="always") as batch:
+    with op.batch_alter_table("charges") as batch:
         batch.add_column(sa.Column("lease_owner", sa.String(64), nullable=True))
         batch.add_column(sa.Column("prev_status", sa.String(20), nullable=True))
         batch.add_column(sa.Column("held_from", sa.String(20), nullable=True))
@@ -69,14 +69,14 @@ def downgrade() -> None:
     with op.batch_alter_table("notifications") as batch:
         batch.drop_column("claim_owner")
     op.execute("UPDATE charges SET status = 'unknown' WHERE status = 'held'")
-    with op.batch_alter_table("charges", recreate="always") as batch:
+    with op.batch_alter_table("charges") as batch:
         batch.drop_index("ix_charges_stuck_since")
         batch.drop_constraint(op.f("ck_charges_status_known"), type_="check")
         batch.create_check_constraint("status_known", _in("status", OLD_CHARGE_STATUSES))
         for name in ("surfaced_at", "stuck_since", "backoff_count", "held_from", "prev_status", "lease_owner"):
             batch.drop_column(name)
     op.execute("UPDATE subscriptions SET status = 'revoking' WHERE status = 'expire_failed'")
-    with op.batch_alter_table("subscriptions", recreate="always") as batch:
+    with op.batch_alter_table("subscriptions") as batch:
         batch.drop_index("ix_subscriptions_seen")
         batch.drop_constraint(op.f("ck_subscriptions_status_known"), type_="check")
         batch.create_check_constraint("status_known", _in("status", OLD_SUB_STATUSES))
