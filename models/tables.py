@@ -270,6 +270,9 @@ class Charge(Base):
     prev_status: Mapped[str | None] = mapped_column(String(20))  # what the last transition left
     held_from: Mapped[str | None] = mapped_column(String(20))  # where a held charge resumes
     backoff_count: Mapped[int] = mapped_column(Integer, server_default="0")  # holds / stalled runs
+    # Bumped when a held charge resumes: NAVER may have stored its refusal under the old
+    # idempotency key and would replay it for ever (the paymentId itself prevents a 2nd charge).
+    key_round: Mapped[int] = mapped_column(Integer, server_default="0")
     stuck_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # unsettled since
     surfaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # reported to a human
     last_code: Mapped[str | None] = mapped_column(String(64))

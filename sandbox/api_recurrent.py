@@ -115,6 +115,11 @@ async def pay_approval(ctx: Ctx) -> Answer:
         return await _approve(ctx, payment)
 
 
+# Codes that reject the request before any payment processing (the merchant's fault): a script
+# answering one of them leaves the payment as it was, approvable once the request is right.
+REQUEST_REJECTIONS = frozenset({Code.REQUIRE_PARAMETER, Code.INVALID_PARAMETER, Code.INVALID_MERCHANT})
+
+
 async def _approve(ctx: Ctx, payment: Payment) -> Answer:
     state = ctx.state
     registration = state.registrations.by_id.get(payment.recurrent_id or "")
@@ -131,6 +136,8 @@ async def _approve(ctx: Ctx, payment: Payment) -> Answer:
         return server_error(behaviour.server_error_status)  # nothing charged
     if step is Step.DECLINE:
         code = behaviour.decline_code or Code.FAIL
+        if code in REQUEST_REJECTIONS:
+            return fail(code)  # the request itself was refused: no payment event, no history row
         state.payments.decline(payment, code, now)
         return fail(code)
     state.payments.commit(payment, now)

@@ -161,8 +161,12 @@ class _Run:
 
 
 def idempotency_key(charge: Charge, kind: str) -> str:
-    """Deterministic per (charge, attempt, kind): every resend of a call reuses it."""
-    return f"{charge.merchant_pay_id}-{charge.attempt_count}-{kind}"
+    """Deterministic per (charge, attempt, kind): every resend of a call reuses it. A held
+    charge resumes with the next ``key_round``: NAVER may have stored its refusal of our bad
+    request under the old key; the paymentId still makes a second approval impossible, and
+    history is read first."""
+    suffix = f"-{charge.key_round}" if charge.key_round else ""
+    return f"{charge.merchant_pay_id}-{charge.attempt_count}-{kind}{suffix}"
 
 
 def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOutcome:
@@ -224,8 +228,7 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T],
     engine = run.engine
 
     def once() -> T:
-        if run.out.calls >= engine.call_budget or engine.clock() - run.started >= engine.run_limit:
-            raise _Stop(stalled=True)
+        _within_bounds(run)
         run.out.calls += 1
         started = time.monotonic()
         try:
@@ -244,6 +247,13 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T],
         reraise=True,
     )
     return retrying(once)
+
+
+def _within_bounds(run: _Run) -> None:
+    """Stop (and come back after a backoff) once this run used its NAVER calls or its time."""
+    engine = run.engine
+    if run.out.calls >= engine.call_budget or engine.clock() - run.started >= engine.run_limit:
+        raise _Stop(stalled=True)
 
 
 def _record(run: _Run, kind: str, key: str | None, **kw: Any) -> None:
@@ -294,7 +304,7 @@ def _begin_attempt(run: _Run) -> None:
                           .values(next_attempt_at=now + engine.order_wait))
         raise _Stop(resume_at=now + engine.order_wait)
     run.transition((CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, attempt_count=charge.attempt_count + 1,
-                   next_attempt_at=None, payment_id=None, held_from=None, backoff_count=0)
+                   next_attempt_at=None, payment_id=None, held_from=None, backoff_count=0, key_round=0)
 
 
 def _reserve(run: _Run) -> None:
@@ -325,6 +335,7 @@ def _reserve(run: _Run) -> None:
 def _approve(run: _Run) -> None:
     if not _active(run):
         return _cancel(run, (CS.RESERVED,))
+    _within_bounds(run)  # a run that cannot send the approval now does not announce it
     # Committed before the call: after a crash, "approving" says "maybe charged".
     if run.transition((CS.RESERVED,), CS.APPROVING):
         _send_approval(run)
@@ -408,7 +419,7 @@ def _resume(run: _Run) -> None:
         return _cancel(run, (CS.HELD,))
     if charge.next_attempt_at and charge.next_attempt_at > engine.clock():
         raise _Stop
-    run.transition((CS.HELD,), resume_to, next_attempt_at=None)
+    run.transition((CS.HELD,), resume_to, next_attempt_at=None, key_round=charge.key_round + 1)
 
 
 def _hold(run: _Run, exc: NaverPayError, resume_to: CS, sources: Iterable[CS]) -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 FINAL = frozenset({"succeeded", "failed", "amount_mismatch", "canceled", "skipped"})
 ACTIONS = {"enqueued": "in flight, run again", "due_now": "next attempt moved to now",
+           "resume_now": "held charge resumed now, no attempt consumed",
            "reopened": "reopened"}
 
 

@@ -7,6 +7,8 @@ Rules (``retry_charge``):
   to change; the charge is enqueued again (the lease and compare-and-set make a duplicate
   run harmless).
 * ``retry_wait``: the next attempt is moved to now.
+* ``held`` (a merchant-side fault, e.g. credentials just fixed): resumed now, where it was
+  held, without consuming an attempt.
 * ``failed``, ``canceled``, ``skipped``: re-opened (``retry_wait``, due now) only when
   ``reopen=True`` and the subscription is active; a revoked registration cannot be charged.
 A recurrentId stands for its subscription's most recent charge that is not succeeded.
@@ -36,7 +38,7 @@ class RetryDecision:
 
     charge_id: int
     previous_status: str
-    action: str  # "enqueued" | "due_now" | "reopened"
+    action: str  # "enqueued" | "due_now" | "resume_now" | "reopened"
 
 
 def find_charge(session: Session, target: str) -> Charge:
@@ -66,6 +68,12 @@ def prepare_retry(sessions: sessionmaker[Session], target: str, now: datetime,
         action = retry_action(charge, reopen)
         if action == "enqueued":
             return RetryDecision(charge.id, status, action)
+        if action == "resume_now":
+            moved = rowcount(s.execute(update(Charge).where(Charge.id == charge.id, Charge.status == CS.HELD)
+                                       .values(next_attempt_at=now, lease_until=None, updated_at=now)))
+            if not moved:
+                raise RetryRefused(f"charge {charge.id} changed while retrying; run the command again")
+            return RetryDecision(charge.id, status, action)
         moved = rowcount(s.execute(update(Charge).where(Charge.id == charge.id, Charge.status == status)
                           .values(status=CS.RETRY_WAIT, next_attempt_at=now, lease_until=None,
                                   reason=None if action == "reopened" else charge.reason,
@@ -76,8 +84,8 @@ def prepare_retry(sessions: sessionmaker[Session], target: str, now: datetime,
 
 
 def retry_action(charge: Charge, reopen: bool = False) -> str:
-    """What :func:`prepare_retry` would do with ``charge`` ("enqueued", "due_now" or
-    "reopened"), or RetryRefused with its reason. Pure: changes nothing (the CLI uses it to
+    """What :func:`prepare_retry` would do with ``charge`` ("enqueued", "due_now",
+    "resume_now" or "reopened"), or RetryRefused with its reason. Pure: changes nothing (the CLI uses it to
     fail fast before sending the task; the task decides again under its own transaction)."""
     status = CS(charge.status)
     if status == CS.SUCCEEDED:
@@ -90,6 +98,8 @@ def retry_action(charge: Charge, reopen: bool = False) -> str:
         return "enqueued"
     if status == CS.RETRY_WAIT:
         return "due_now"
+    if status == CS.HELD:
+        return "resume_now"
     if not reopen:
         raise RetryRefused(f"charge {charge.id} is {status}; pass --reopen to try it again")
     sub = charge.subscription

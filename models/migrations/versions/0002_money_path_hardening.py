@@ -53,6 +53,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("prev_status", sa.String(20), nullable=True))
         batch.add_column(sa.Column("held_from", sa.String(20), nullable=True))
         batch.add_column(sa.Column("backoff_count", sa.Integer(), server_default="0", nullable=False))
+        batch.add_column(sa.Column("key_round", sa.Integer(), server_default="0", nullable=False))
         batch.add_column(sa.Column("stuck_since", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("surfaced_at", sa.DateTime(), nullable=True))
         batch.drop_constraint(op.f("ck_charges_status_known"), type_="check")
@@ -73,7 +74,7 @@ def downgrade() -> None:
         batch.drop_index("ix_charges_stuck_since")
         batch.drop_constraint(op.f("ck_charges_status_known"), type_="check")
         batch.create_check_constraint("status_known", _in("status", OLD_CHARGE_STATUSES))
-        for name in ("surfaced_at", "stuck_since", "backoff_count", "held_from", "prev_status", "lease_owner"):
+        for name in ("surfaced_at", "stuck_since", "key_round", "backoff_count", "held_from", "prev_status", "lease_owner"):
             batch.drop_column(name)
     op.execute("UPDATE subscriptions SET status = 'revoking' WHERE status = 'expire_failed'")
     with op.batch_alter_table("subscriptions") as batch:
