@@ -95,10 +95,30 @@ class ChargeEngine:
     backoff_max: float = 8.0
     call_budget: int = 6  # NAVER calls per charge per run (happy path: 2)
     max_run: timedelta | None = None  # wall time per run; default: half the lease
-    stall_backoff: tuple[float, float] = (30.0, 1800.0)  # base, cap (s): unsettled across runs
-    hold_backoff: tuple[float, float] = (60.0, 3600.0)  # base, cap (s): merchant-side faults
-    order_wait: timedelta = timedelta(seconds=60)  # a newer cycle waits for an older one
+    # Backoffs scale with the lease (6 min in production: 30 s doubling up to 30 min for a
+    # charge NAVER has not settled, 1 min up to 1 h for a held one, 1 min for a newer cycle
+    # waiting on an older one); tests and demos with a short lease get short waits.
+    stall_backoff: tuple[float, float] | None = None  # base, cap (s)
+    hold_backoff: tuple[float, float] | None = None  # base, cap (s)
+    order_wait: timedelta | None = None
     rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def stall_delays(self) -> tuple[float, float]:
+        """Base and cap of the backoff after a run NAVER did not settle."""
+        lease = self.lease.total_seconds()
+        return self.stall_backoff or (lease / 12, lease * 5)
+
+    @property
+    def hold_delays(self) -> tuple[float, float]:
+        """Base and cap of the backoff of a held charge."""
+        lease = self.lease.total_seconds()
+        return self.hold_backoff or (lease / 6, lease * 10)
+
+    @property
+    def order_delay(self) -> timedelta:
+        """How long a newer cycle waits before looking at the older one again."""
+        return self.order_wait or self.lease / 6
 
     @property
     def run_limit(self) -> timedelta:
@@ -209,7 +229,7 @@ def _stalled(run: _Run) -> datetime:
     """NAVER did not settle the charge within this run's budget: come back after a backoff
     that grows with every stalled run (and is jittered)."""
     engine, charge = run.engine, run.charge
-    resume_at = engine.clock() + engine.backoff(engine.stall_backoff, charge.backoff_count)
+    resume_at = engine.clock() + engine.backoff(engine.stall_delays, charge.backoff_count)
     with engine.sessions.begin() as s:
         s.execute(update(Charge).where(Charge.id == charge.id, Charge.lease_owner == run.owner)
                   .values(backoff_count=Charge.backoff_count + 1))
@@ -301,8 +321,8 @@ def _begin_attempt(run: _Run) -> None:
         if charge.status == CS.RETRY_WAIT:
             with engine.sessions.begin() as s:
                 s.execute(update(Charge).where(Charge.id == charge.id, Charge.lease_owner == run.owner)
-                          .values(next_attempt_at=now + engine.order_wait))
-        raise _Stop(resume_at=now + engine.order_wait)
+                          .values(next_attempt_at=now + engine.order_delay))
+        raise _Stop(resume_at=now + engine.order_delay)
     run.transition((CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, attempt_count=charge.attempt_count + 1,
                    next_attempt_at=None, payment_id=None, held_from=None, backoff_count=0, key_round=0)
 
@@ -428,7 +448,7 @@ def _hold(run: _Run, exc: NaverPayError, resume_to: CS, sources: Iterable[CS]) -
     alerted and the charge resumes by itself after a backoff (credentials are read again)."""
     engine, charge = run.engine, run.charge
     now = engine.clock()
-    at = now + engine.backoff(engine.hold_backoff, charge.backoff_count)
+    at = now + engine.backoff(engine.hold_delays, charge.backoff_count)
     with engine.sessions.begin() as s:
         code = exc.code or type(exc).__name__
         if not run.cas(s, sources, CS.HELD, held_from=resume_to.value, next_attempt_at=at,

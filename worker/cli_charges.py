@@ -9,7 +9,7 @@ from worker.cli_support import current_env, find_charge, find_subscription, json
 from worker.cli_views import attempt_dict, attempts_table, charge_dict, charge_fields, charges_table
 
 CHARGE_STATUSES = ("pending", "reserving", "reserved", "approving", "unknown", "retry_wait",
-                   "succeeded", "failed", "amount_mismatch", "skipped", "canceled")
+                   "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held")
 
 
 @click.group()

@@ -25,7 +25,7 @@ from worker.cli_views import (
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-SUBSCRIPTION_STATUSES = ("active", "paused", "canceled", "revoking", "revoked", "invalid")
+SUBSCRIPTION_STATUSES = ("active", "paused", "canceled", "revoking", "revoked", "invalid", "expire_failed")
 REQUIRED_TEXT = {"recurrent_id": "--recurrent-id", "merchant_user_id": "--user",
                  "product_code": "--product-code", "product_name": "--product-name"}
 

@@ -315,7 +315,7 @@ def test_an_outage_costs_a_bounded_number_of_calls_per_run_and_backs_off(world):
 
 def test_backoff_is_jittered_so_waiting_charges_do_not_wake_together(world):
     """Defect 15: many charges waiting on the same outage must not all wake at once."""
-    delays = {world.engine.backoff(world.engine.stall_backoff, 3) for _ in range(20)}
+    delays = {world.engine.backoff(world.engine.stall_delays, 3) for _ in range(20)}
     assert len(delays) > 10
     assert all(timedelta(seconds=120) <= d <= timedelta(seconds=240) for d in delays)
 

@@ -76,7 +76,7 @@ def test_reserve_on_an_expired_registration_is_refused(client: NaverPayClient,
     client.expire_registration(recurrent_id=recurrent_id, reason="해지",
                                idempotency_key=new_key("exp"))
 
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(DeclinedError) as info:  # NAVER's generic refusal: the policy decides
         reserve(client, recurrent_id)
 
     assert info.value.code == "Fail"
