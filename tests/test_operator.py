@@ -72,7 +72,7 @@ def test_make_run_end_to_end(make_run):
                                                              "declineTimes": 1})
     insert = ("INSERT INTO subscriptions (recurrent_id, merchant_user_id, product_code, product_name, "
               "amount, cron) VALUES (?, ?, 'PLAN-M', '월간 구독', 9900, ?)")
-    sql(run, insert, "20261128RE1003007926ZStYYU", "user-42", "* * * * * */2")
+    sql(run, insert, "20261128RE1003007926ZStYYU", "user-42", "* * * * * */5")
     sql(run, insert, declines_once, "user-43", "0 0 1 1 *")
     sql(run, "UPDATE subscriptions SET next_charge_at = CURRENT_TIMESTAMP WHERE recurrent_id = ?",
         declines_once)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_API_BASE = "http://127.0.0.1:8055"
 DEMO_CRON = "* * * * * */10"
-DEMO_POLICY = {"retry_delays": "5s", "max_attempts": 3, "final_action": "expire"}
+# The demo bills every 10 seconds, so its merchant allows cycles 5 s apart (default: 1 day).
+DEMO_POLICY = {"retry_delays": "5s", "max_attempts": 3, "final_action": "expire", "min_cycle_interval": "5s"}
 DECLINE: dict[str, Any] = {"declineCode": "NotEnoughAccountBalance"}
 PLANS = [
     ("DEMO-BASIC", "월간 구독 베이직", 9900), ("DEMO-PREMIUM", "프리미엄 멤버십", 14900),

@@ -35,6 +35,7 @@ def stack(db, redis_service, sandbox_url, request):
         "BILLING_WALK_INTERVAL": "1", "BILLING_LEASE_SECONDS": "6",
         "BILLING_VISIBILITY_TIMEOUT": "20",
     }
+    db.sql("UPDATE merchants SET min_cycle_interval = '1s' WHERE id = 1")  # cycles seconds apart
     procs = Processes(env)
     procs.db, procs.sandbox = db, Sandbox(sandbox_url)
     yield procs

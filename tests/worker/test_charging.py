@@ -28,6 +28,7 @@ class World:
         self.clock, self.sleeps = Clock(), Sleeps()
         self.client = make_client(sandbox_url, **client_overrides)
         self.engine = make_engine(db, self.client, self.clock, self.sleeps)
+        db.sql("UPDATE merchants SET min_cycle_interval = '1s' WHERE id = 1")  # 5-second cycles
 
     def subscribe(self, behaviour=None, amount=9900, **columns):
         recurrent_id = self.sandbox.register(behaviour=behaviour)
