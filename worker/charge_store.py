@@ -95,11 +95,11 @@ def last_approval_at(sessions: sessionmaker[Session], charge: Charge) -> datetim
     the charge entered ``approving`` if that is later (a run may have died mid-call before
     recording it): NAVER may still be processing a request sent around then."""
     with sessions() as s:
-        recorded = s.scalar(select(func.max(ATTEMPTS.c.created_at))
+        recorded: datetime | None = s.scalar(select(func.max(ATTEMPTS.c.created_at))
                             .where(ATTEMPTS.c.charge_id == charge.id, ATTEMPTS.c.kind == "approve"))
     if charge.status == CS.APPROVING and charge.updated_at is not None:
-        return max(filter(None, (recorded, charge.updated_at)))
-    return cast("datetime | None", recorded)
+        return max(recorded, charge.updated_at) if recorded else charge.updated_at
+    return recorded
 
 
 def later_success(session: Session, charge: Charge) -> int | None:
