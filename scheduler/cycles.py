@@ -203,11 +203,14 @@ def schedule_problem(cron: str, min_interval: timedelta) -> str | None:
 
 def _too_close(expr: str, first: datetime, second: datetime, minimum: timedelta) -> str:
     seconds_note = " (its 6th field is read as seconds, last)" if len(expr.split()) == 6 else ""
+    example = "'0 9 1 * *' (monthly)"
+    if minimum <= timedelta(days=1):
+        example = "'0 9 * * *' (daily) or " + example
     return (f"cron {expr!r} bills cycles {_describe(second - first)} apart{seconds_note} "
             f"(e.g. {first:%d %b %H:%M:%S} and {second:%d %b %H:%M:%S}), closer than the "
             f"merchant's min_cycle_interval {_describe(minimum)}; write a cron whose cycles are "
-            f"at least {_describe(minimum)} apart, e.g. '0 9 * * *' (daily) or '0 9 1 * *' "
-            f"(monthly), or raise merchants.min_cycle_interval if this is intended")
+            f"at least {_describe(minimum)} apart, e.g. {example}, or lower "
+            f"merchants.min_cycle_interval if this is intended")
 
 
 def _never_fires(expr: str, exc: Exception) -> str:

@@ -15,13 +15,6 @@ T0 = datetime(2026, 11, 28, 3, 0, 0, tzinfo=UTC)
 EVERY_5S = "* * * * * */5"
 
 
-@pytest.fixture(autouse=True)
-def _second_cycles(request):
-    """Tests on a database bill 5-second cycles: the merchant allows cycles 1 s apart."""
-    if "db" in request.fixturenames:
-        request.getfixturevalue("db").sql("UPDATE merchants SET min_cycle_interval = '1s' WHERE id = 1")
-
-
 def add(db, recurrent_id, cron=EVERY_5S, **extra):
     cols = {"recurrent_id": recurrent_id, "merchant_user_id": "u1", "product_code": "P",
             "product_name": "월간 구독", "amount": 9900, "cron": cron, **extra}
