@@ -347,3 +347,23 @@ def test_held_charges_are_claimed_once_their_backoff_has_passed(db):
     assert report.held_charge_ids == [first] and first in report.charge_ids
     assert walk(db.sessions, T0 + timedelta(minutes=6), config).held_charge_ids == []  # leased
     assert walk(db.sessions, T0 + timedelta(minutes=31), config).held_charge_ids == [first, second]
+
+
+# -- Performance: the new steps read through indexes, never the whole table ---------------
+
+
+def test_the_subscription_steps_search_an_index(sqlite_db):
+    from scheduler import billing
+
+    queries = [billing.resumed_rows(T0), billing.new_rows(T0), billing.due_rows(T0),
+               sa.select(Subscription.id).where(Subscription.seen_status == "active",
+                                                Subscription.status.in_(billing.NOT_ACTIVE))]
+    sent = []
+    sa.event.listen(sqlite_db.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, params, *rest: sent.append((statement, params)))
+    with sqlite_db.engine.connect() as conn:
+        for query in queries:
+            conn.execute(query.limit(500))  # the statement and parameters SQLite really gets
+            statement, params = sent[-1]
+            plan = [r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)]
+            assert plan[0].startswith("SEARCH subscriptions USING"), plan
