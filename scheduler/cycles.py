@@ -54,8 +54,10 @@ def parse_zone(name: str | None) -> ZoneInfo:
         raise CycleError(f"unknown time zone {name!r}; use an IANA name such as 'Asia/Seoul'") from exc
 
 
+@lru_cache(maxsize=4096)
 def validate_cron(expr: str | None) -> str:
-    """``expr`` normalised, or a CycleError that names the offending field."""
+    """``expr`` normalised, or a CycleError that names the offending field. Cached: croniter's
+    parse is the walk's hottest call, and every due row asks it at least twice."""
     if expr is None or not expr.strip():
         raise CycleError("cron is empty; expected 5 fields (minute hour day month weekday)")
     fields = expr.split()
