@@ -2,8 +2,16 @@
 
 Pure functions; the caller passes ``after`` (no clock is read here).
 
-* Cron has 5 fields, or 6 with **seconds last** (croniter's convention), so demos and tests
-  can bill every few seconds: ``"* * * * * */5"``.
+* Cron has 5 fields (minute hour day month weekday). A 6th field is read as **seconds,
+  last** (croniter's convention) and is accepted only for merchants whose
+  ``min_cycle_interval`` is under a minute (demos, tests: ``"* * * * * */5"``); anywhere else
+  a 6-field expression is almost always a seconds-*first* cron misread (``0 0 9 * * *`` would
+  bill every second of 00:00 on the 9th), so it is refused (:func:`schedule_problem`).
+* croniter's ``R`` (random, re-drawn on every parse) and ``H`` (hashed) are refused: a
+  schedule must give the same cycles on every walk.
+* A cron that never fires (``0 9 30 2 *``: February has no 30th) or whose consecutive cycles
+  come closer than the merchant's ``min_cycle_interval`` is refused by
+  :func:`schedule_problem`, with what to write instead.
 * Cycles are computed in the subscription's IANA zone (default ``Asia/Seoul``) and returned
   as aware UTC datetimes, the form stored in ``cycle_at``/``next_charge_at``.
 * **Month ends are clamped**: when the day-of-month field is a single number 29, 30 or 31,
@@ -19,11 +27,17 @@ Pure functions; the caller passes ``after`` (no clock is read here).
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter  # type: ignore[import-untyped]
+from croniter import CroniterError, croniter  # type: ignore[import-untyped]
+
+FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week", "second")
+# croniter's random (R) and hashed (H, H(0-29), H/5) tokens: a different schedule per parse.
+_UNSTABLE = re.compile(r"^[RrHh](\([^)]*\))?(/\d+)?$")
 
 
 class CycleError(ValueError):
@@ -40,23 +54,30 @@ def parse_zone(name: str | None) -> ZoneInfo:
         raise CycleError(f"unknown time zone {name!r}; use an IANA name such as 'Asia/Seoul'") from exc
 
 
+@lru_cache(maxsize=4096)
 def validate_cron(expr: str | None) -> str:
-    """``expr`` normalised, or a CycleError that names the offending field."""
+    """``expr`` normalised, or a CycleError that names the offending field. Cached: croniter's
+    parse is the walk's hottest call, and every due row asks it at least twice."""
     if expr is None or not expr.strip():
-        raise CycleError("cron is empty; expected 5 fields (or 6 with seconds last)")
+        raise CycleError("cron is empty; expected 5 fields (minute hour day month weekday)")
     fields = expr.split()
     if len(fields) not in (5, 6):
         raise CycleError(
             f"cron {expr!r} has {len(fields)} fields; expected 5 "
-            "(minute hour day month weekday) or 6 (... seconds last)"
+            "(minute hour day month weekday), e.g. '0 9 1 * *' for 09:00 on the 1st"
         )
+    for index, field in enumerate(fields):
+        if any(_UNSTABLE.match(item) for item in field.split(",")):
+            raise CycleError(
+                f"cron {expr!r}: the {FIELD_NAMES[index]} field {field!r} uses croniter's random "
+                "or hashed value (R/H), which changes on every read; write a fixed value "
+                "instead, e.g. '0 9 * * *'")
     if not croniter.is_valid(" ".join(fields)):
-        names = ["minute", "hour", "day-of-month", "month", "day-of-week", "second"]
         for index, field in enumerate(fields):
             probe = ["*"] * len(fields)
             probe[index] = field
             if not croniter.is_valid(" ".join(probe)):
-                raise CycleError(f"cron {expr!r}: invalid {names[index]} field {field!r}")
+                raise CycleError(f"cron {expr!r}: invalid {FIELD_NAMES[index]} field {field!r}")
         raise CycleError(f"cron {expr!r} is not a valid cron expression")
     return " ".join(fields)
 
@@ -135,3 +156,70 @@ def due_cycles(
         due.append(cursor)
         cursor = next(cycles)
     return due, cursor
+
+
+# Schedule checks run cycles from a fixed instant in UTC (no DST: a 09:00 daily cron is 24 h
+# apart in wall time even where a DST day is 23 h long), over a leap year, bounded in cycles.
+_CHECK_FROM = datetime(2027, 12, 31, 0, 0, tzinfo=UTC)
+_CHECK_SPAN = timedelta(days=400)
+_CHECK_CYCLES = 1000  # a year of daily cycles; sub-minute ones repeat well within it
+
+
+def _describe(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@lru_cache(maxsize=4096)
+def schedule_problem(cron: str, min_interval: timedelta) -> str | None:
+    """Why ``cron`` (already syntactically valid) cannot bill under ``min_interval``, or None.
+
+    Refused: 6 fields when ``min_interval`` is a minute or more (a seconds-first cron read
+    seconds-last), a cron that never fires, and any two consecutive cycles closer than
+    ``min_interval``. Pure and cached: the walk asks it for every due row.
+    """
+    expr = validate_cron(cron)
+    fields = expr.split()
+    if len(fields) == 6 and min_interval >= timedelta(minutes=1):
+        return (f"cron {expr!r} has 6 fields; the 6th is read as seconds (croniter reads seconds "
+                f"last, so '0 0 9 * * *' means every second of 00:00 on the 9th); write 5 fields "
+                f"(minute hour day month weekday), e.g. '0 9 * * *' for 09:00 every day "
+                f"(6 fields are only for merchants whose min_cycle_interval is under 1m)")
+    cycles = iter_cycles(expr, "UTC", _CHECK_FROM)
+    try:
+        previous = next(cycles)
+        for _ in range(_CHECK_CYCLES):
+            current = next(cycles)
+            if current - previous < min_interval:
+                return _too_close(expr, previous, current, min_interval)
+            if current - _CHECK_FROM > _CHECK_SPAN:
+                break
+            previous = current
+    except (CroniterError, StopIteration, ValueError) as exc:
+        return _never_fires(expr, exc)
+    return None
+
+
+def _too_close(expr: str, first: datetime, second: datetime, minimum: timedelta) -> str:
+    seconds_note = " (its 6th field is read as seconds, last)" if len(expr.split()) == 6 else ""
+    example = "'0 9 1 * *' (monthly)"
+    if minimum <= timedelta(days=1):
+        example = "'0 9 * * *' (daily) or " + example
+    return (f"cron {expr!r} bills cycles {_describe(second - first)} apart{seconds_note} "
+            f"(e.g. {first:%d %b %H:%M:%S} and {second:%d %b %H:%M:%S}), closer than the "
+            f"merchant's min_cycle_interval {_describe(minimum)}; write a cron whose cycles are "
+            f"at least {_describe(minimum)} apart, e.g. {example}, or lower "
+            f"merchants.min_cycle_interval if this is intended")
+
+
+def _never_fires(expr: str, exc: Exception) -> str:
+    fields = expr.split()
+    hint = ""
+    if fields[2].isdigit():
+        hint = (f": no month in its month field {fields[3]!r} has a day {fields[2]}; "
+                f"for the last day of the month write 'L' ('{fields[0]} {fields[1]} L {fields[3]} "
+                f"{fields[4]}')")
+    return f"cron {expr!r} never fires{hint} ({type(exc).__name__})"

@@ -6,6 +6,8 @@ Columns (set them with SQL; see the README):
   last delay repeats. Units ``s``, ``m``, ``h``, ``d``.
 * ``max_attempts``  attempts in total, the first included.
 * ``retryable_codes`` NAVER codes worth another attempt (comma separated; ``*`` = every decline).
+* ``min_cycle_interval`` e.g. ``'1d'``: crons whose consecutive cycles come closer are refused
+  (same units; read by :func:`parse_interval`).
 
 A declined attempt asks :meth:`RetryPolicy.next_attempt_at`; ``None`` means "give up": the
 charge fails finally and the merchant's ``final_action`` runs. The decision itself is
@@ -34,6 +36,7 @@ _DELAY = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 
 DEFAULT_DELAYS = "1h,1d,3d"
 DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_MIN_CYCLE_INTERVAL = "1d"
 DEFAULT_RETRYABLE = "NotEnoughAccountBalance,BankMaintenance,FaultCheckOngoing,BankCheckTime,TimeExpired,Fail"
 
 
@@ -63,6 +66,15 @@ def parse_delays(text: str | None) -> tuple[timedelta, ...]:
             )
         delays.append(timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]))
     return tuple(delays)
+
+
+def parse_interval(text: str | None, column: str = "min_cycle_interval") -> timedelta:
+    """``'1d'`` -> one positive duration; a PolicyError names the column and the bad value."""
+    match = _DELAY.match(text or "")
+    if match is None or int(match.group(1)) < 1:
+        raise PolicyError(
+            f"{column} {text!r}: write one positive number and a unit s, m, h or d, e.g. '1d'")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 def parse_codes(text: str | None) -> frozenset[str] | None:

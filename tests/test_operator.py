@@ -67,7 +67,8 @@ def test_make_run_end_to_end(make_run):
 
     # An operator adds subscriptions with plain SQL. Any recurrentId works in make run's
     # sandbox; the second one's registration declines its first approval.
-    sql(run, "UPDATE merchants SET max_attempts = 1, final_action = 'none' WHERE id = 1")
+    sql(run, "UPDATE merchants SET max_attempts = 1, final_action = 'none', min_cycle_interval = '5s' "
+             "WHERE id = 1")  # the first subscription bills every 5 s
     declines_once = Sandbox(sandbox_url).register(behaviour={"declineCode": "NotEnoughAccountBalance",
                                                              "declineTimes": 1})
     insert = ("INSERT INTO subscriptions (recurrent_id, merchant_user_id, product_code, product_name, "

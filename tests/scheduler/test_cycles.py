@@ -1,12 +1,20 @@
 """Cycle math, pinned by a table (5- and 6-field cron, zones, DST, leap days, month ends)."""
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.cycles import CycleError, due_cycles, iter_cycles, next_cycle, validate_cron
+from scheduler.cycles import (
+    CycleError,
+    due_cycles,
+    iter_cycles,
+    next_cycle,
+    schedule_problem,
+    validate_cron,
+)
 
 SEOUL = ZoneInfo("Asia/Seoul")
 NY = ZoneInfo("America/New_York")
@@ -73,12 +81,17 @@ def test_next_cycle_is_utc_and_strictly_after():
         ("0 9 * * 9", "invalid day-of-week field '9'"),
         ("* * * * * 61", "invalid second field '61'"),
         ("* * *", "has 3 fields"),
+        ("R 9 * * *", "minute field 'R' uses croniter's random or hashed value"),
+        ("0 R * * *", "hour field 'R'"),
+        ("H 9 * * *", "minute field 'H'"),
+        ("0 H(0-5) * * *", "hour field 'H(0-5)'"),
+        ("0 9 * * 1,R", "day-of-week field '1,R'"),
         ("", "cron is empty"),
         (None, "cron is empty"),
     ],
 )
 def test_invalid_cron_names_the_field(cron, fragment):
-    with pytest.raises(CycleError, match=fragment.replace("(", r"\(")):
+    with pytest.raises(CycleError, match=re.escape(fragment)):
         validate_cron(cron)
 
 
@@ -101,3 +114,50 @@ def test_due_cycles_stops_at_now_and_at_the_limit():
     due, following = due_cycles("* * * * * */5", "UTC", first, now, limit=2)
     assert [d.second for d in due] == [5, 10]
     assert following.second == 15  # the rest stays due for the next walk
+
+
+@pytest.mark.parametrize("cron", ["0 9 * * THU", "0 9 * * FRI", "0 9 * MAR *", "0 9 * * MON-FRI"])
+def test_names_containing_r_or_h_are_not_random_tokens(cron):
+    assert validate_cron(cron) == cron
+
+
+DAY = timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("cron", "interval", "fragment"),
+    [
+        # never fires: croniter raised CroniterBadDateError inside every walk
+        ("0 9 30 2 *", DAY, "never fires: no month in its month field '2' has a day 30; "
+                            "for the last day of the month write 'L' ('0 9 L 2 *')"),
+        ("0 9 31 4 *", DAY, "never fires"),
+        ("0 9 31 4,6,9,11 *", DAY, "never fires"),
+        # seconds-first 6-field crons, read seconds last, bill 60 times a minute
+        ("0 0 9 * * *", DAY, "has 6 fields; the 6th is read as seconds"),
+        ("* * * * * */10", DAY, "write 5 fields (minute hour day month weekday)"),
+        # cycles closer than the merchant's min_cycle_interval
+        ("*/5 * * * *", DAY, "bills cycles 5m apart"),
+        ("0 9,21 * * *", DAY, "bills cycles 12h apart"),
+        ("0 9 1,2 * *", 2 * DAY, "bills cycles 1d apart"),  # only once a month: scanned far enough
+        ("0 9 * * 1,2", 7 * DAY, "bills cycles 1d apart"),
+        ("0 0 9 * * *", timedelta(seconds=5), "bills cycles 1s apart"),
+    ],
+)
+def test_schedules_that_cannot_bill_say_what_to_write(cron, interval, fragment):
+    problem = schedule_problem(cron, interval)
+    assert problem is not None and fragment in problem
+    assert "write" in problem
+
+
+@pytest.mark.parametrize(
+    ("cron", "interval"),
+    [
+        ("0 9 1 * *", DAY), ("0 9 * * *", DAY), ("0 9 1,2 * *", DAY), ("0 9 31 * *", DAY),
+        ("0 9 29 2 *", DAY), ("0 9 L * *", DAY), ("0 9 31 4,5 *", DAY), ("0 9 * * 1-5", DAY),
+        ("0 9 1 * *", 28 * DAY),  # February's 28 days are the shortest gap
+        ("* * * * * */10", timedelta(seconds=5)), ("* * * * * */5", timedelta(seconds=1)),
+        ("30 2 * * *", DAY),  # a DST day is 23 h long in New York; wall-clock gaps are checked
+    ],
+)
+def test_schedules_that_are_fine(cron, interval):
+    assert schedule_problem(cron, interval) is None

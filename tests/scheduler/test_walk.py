@@ -42,40 +42,52 @@ def test_first_walk_schedules_then_bills_each_cycle_once(db):
     assert len(rows) == 1 and rows[0][0] == sub and rows[0][2] == "pending"
 
 
-def test_walk_bills_cycles_within_grace_and_applies_latest_to_missed_ones(db):
+def test_walk_skips_superseded_cycles_and_bills_only_the_newest_under_latest(db):
     add(db, "RE-1", next_charge_at=(T0 - timedelta(hours=2)).replace(tzinfo=None))
     report = walk(db.sessions, T0, WalkConfig(missed_grace=timedelta(seconds=12)))
     statuses = [r[2] for r in charges(db)]
-    # 2 hours of 5-second cycles: only cycles within the 12 s grace are billed (3 of them),
-    # every older one has a skipped row with a reason (bounded at 100 per walk)
+    # 2 hours of 5-second cycles: every cycle a later one supersedes is missed and gets a
+    # skipped row with a reason (bounded at 100 per walk); none is the newest yet
     assert len(statuses) == 100
     assert report.skipped == 100 and statuses.count("pending") == 0
-    # the walk catches up in later passes; the latest cycles get billed
+    # the walk catches up in later passes; only the newest due cycle is billed
     for _ in range(20):
         walk(db.sessions, T0, WalkConfig(missed_grace=timedelta(seconds=12)))
     statuses = [r[2] for r in charges(db)]
     assert len(statuses) == 2 * 720 + 1
-    assert statuses.count("pending") == 3
+    assert statuses.count("pending") == 1
+    with db.sessions() as s:
+        assert s.scalars(sa.select(Charge.cycle_at).where(Charge.status == "pending")).one() == T0
     reason = db.sql("SELECT reason FROM charges WHERE status = 'skipped' LIMIT 1")[0][0]
     assert "missed_cycles=latest" in reason
 
 
 @pytest.mark.parametrize(
-    ("rule", "billed"),
-    [("latest", [4]), ("all", [0, 1, 2, 3, 4]), ("skip", [])],
+    ("rule", "cutoff_minutes", "complete", "billed"),
+    [
+        # the newest due cycle (4) is within the grace: latest/skip bill it alone, all bills all
+        ("latest", 3, True, [4]), ("skip", 3, True, [4]), ("all", 3, True, [0, 1, 2, 3, 4]),
+        # every cycle is within the grace: a later due cycle still supersedes the older ones
+        ("latest", -60, True, [4]), ("skip", -60, True, [4]), ("all", -60, True, [0, 1, 2, 3, 4]),
+        # even the newest is past the grace: too late to bill, except under all
+        ("latest", 60, True, []), ("skip", 60, True, []), ("all", 60, True, [0, 1, 2, 3, 4]),
+        # more cycles are due than were enumerated: none of these is the newest
+        ("latest", -60, False, []), ("skip", -60, False, []), ("all", -60, False, [0, 1, 2, 3, 4]),
+    ],
 )
-def test_missed_cycle_rules(rule, billed):
+def test_missed_cycle_rules(rule, cutoff_minutes, complete, billed):
     cycles = [T0 + timedelta(minutes=i) for i in range(5)]
-    plan = plan_cycles(cycles, complete=True, rule=rule, cutoff=T0 + timedelta(hours=1))
+    plan = plan_cycles(cycles, complete=complete, rule=rule,
+                       cutoff=T0 + timedelta(minutes=cutoff_minutes))
     assert [i for i, (_, reason) in enumerate(plan) if reason is None] == billed
     assert len(plan) == 5  # every cycle gets a row
+    assert all(f"missed_cycles={rule}" in reason for _, reason in plan if reason)
 
 
-def test_recent_cycles_are_always_billed():
-    cycles = [T0 + timedelta(seconds=5 * i) for i in range(3)]
+def test_a_single_due_cycle_within_the_grace_is_billed_under_every_rule():
     for rule in ("latest", "all", "skip"):
-        plan = plan_cycles(cycles, complete=True, rule=rule, cutoff=T0 - timedelta(hours=1))
-        assert all(reason is None for _, reason in plan)
+        plan = plan_cycles([T0], complete=True, rule=rule, cutoff=T0 - timedelta(hours=1))
+        assert plan == [(T0, None)]
 
 
 def test_bad_rows_are_flagged_and_the_rest_still_billed(db):
@@ -130,11 +142,11 @@ def test_null_in_a_required_field_is_flagged(db):
     from scheduler.validation import problems
 
     row = Subscription(recurrent_id="RE-x", merchant_user_id=None, product_code="P",
-                       product_name="n", amount=None, tax_free_amount=0, cron="* * * * *",
+                       product_name="n", amount=None, tax_free_amount=0, cron="0 9 * * *",
                        timezone="Asia/Seoul", merchant=Merchant(id=1, name="d", retry_delays="1h",
                                                                 max_attempts=2, retryable_codes="*"))
     assert problems(row) == ["merchant_user_id is empty",
-                             "amount must be a positive number of won, got None"]
+                             "amount must be at least 100 won (NAVER Pay's minimum), got None"]
 
 
 def test_two_walks_at_once_never_create_a_second_charge(db):

@@ -1,0 +1,251 @@
+"""The walk's subscription steps. Every row is decided on its own, so one bad row can never
+stop a batch, a step or the walk (isolation by construction).
+
+    step       rows picked (index used)                              effect
+    statuses   seen_status 'active', status not active (seen)        seen_status = status
+    resume     status 'active', seen_status not active (seen)        reschedule from now
+    schedule   status 'active', next_charge_at NULL (due)            first cycle after now
+    due        status 'active', next_charge_at <= now (due)          charges, next cycle
+
+One batch (``batch_size`` rows, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) is one transaction:
+
+1. each row is decided in Python (:func:`scheduler.planning.decide`); a row whose decision
+   raises, for any reason, is marked ``invalid`` with the error and the others go on;
+2. the batch's charge rows go in with one INSERT ``ON CONFLICT DO NOTHING`` on *every* unique
+   column: a cycle that already has its charge (another walk made it) or a ``merchant_pay_id``
+   that exists is skipped and logged, never an abort;
+3. if the database still refuses the batch (any other error), the transaction is rolled back
+   and the batch redone one row per savepoint; a row the database refuses is marked invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Charge, ChargeStatus, Subscription
+from models import SubscriptionStatus as SS
+from scheduler.planning import Decision, decide, merchant_pay_id
+
+log = logging.getLogger(__name__)
+
+NOT_ACTIVE = tuple(s.value for s in SS if s != SS.ACTIVE)
+MAX_BATCHES = 10_000
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """Knobs of the walk (defaults suit production; tests shorten the lease)."""
+
+    batch_size: int = 500
+    lease: timedelta = timedelta(minutes=6)
+    missed_grace: timedelta = timedelta(hours=1)
+    max_cycles_per_subscription: int = 100
+
+
+@dataclass
+class BatchResult:
+    """What the subscription steps did (summed over batches)."""
+
+    rows: int = 0  # rows picked up; a full batch means another one may follow
+    scheduled: int = 0
+    resumed: int = 0  # active again after the walk saw it otherwise: rescheduled from now
+    rescheduled: int = 0  # cron or time zone edited: rescheduled from now
+    statuses: int = 0  # seen_status recorded for rows that stopped being active
+    skipped: int = 0
+    conflicts: int = 0  # charge rows not inserted: same cycle or merchant_pay_id exists
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    new_charge_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        """Sum ``other`` into this one (a WalkReport adds a batch's counts this way)."""
+        for f in fields(other):
+            mine = getattr(self, f.name)
+            setattr(self, f.name, mine + getattr(other, f.name))
+
+
+Selector = Callable[[datetime], Select[Any]]
+
+
+def resumed_rows(now: datetime) -> Select[Any]:
+    """Active rows the walk last saw not active (resumed by SQL or the CLI)."""
+    return select(Subscription).where(Subscription.seen_status.in_(NOT_ACTIVE),
+                                      Subscription.status == SS.ACTIVE)
+
+
+def new_rows(now: datetime) -> Select[Any]:
+    """Active rows without a next cycle yet."""
+    # No ORDER BY: sorting by id would tempt SQLite to walk the whole primary key instead
+    # of the (status, next_charge_at) index.
+    return select(Subscription).where(Subscription.status == SS.ACTIVE,
+                                      Subscription.next_charge_at.is_(None))
+
+
+def due_rows(now: datetime) -> Select[Any]:
+    """Active rows whose next cycle has come."""
+    return select(Subscription).where(Subscription.status == SS.ACTIVE,
+                                      Subscription.next_charge_at <= now).order_by(
+        Subscription.next_charge_at)
+
+
+def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
+             config: WalkConfig) -> BatchResult:
+    """Decide every row ``rows`` selects, batch by batch, each batch its own transaction."""
+    total = BatchResult()
+    for _ in range(MAX_BATCHES):
+        try:
+            with sessions.begin() as session:
+                result = _batch(session, rows(now), now, config, isolate=False)
+        except SQLAlchemyError:
+            log.exception("a batch of the walk failed; redoing it one subscription at a time")
+            with sessions.begin() as session:
+                result = _batch(session, rows(now), now, config, isolate=True)
+        total.add(result)
+        if result.rows < config.batch_size:
+            break
+    return total
+
+
+def record_statuses(sessions: sessionmaker[Session], config: WalkConfig) -> int:
+    """seen_status = status for rows that stopped being active since the walk last saw them,
+    so that a later resume is recognised (changes among non-active statuses do not matter)."""
+    total = 0
+    for _ in range(MAX_BATCHES):
+        with sessions.begin() as session:
+            ids = list(session.scalars(
+                select(Subscription.id).where(Subscription.seen_status == SS.ACTIVE,
+                                              Subscription.status.in_(NOT_ACTIVE))
+                .limit(config.batch_size).with_for_update(skip_locked=True)))
+            if ids:
+                session.execute(update(Subscription).where(Subscription.id.in_(ids))
+                                .values(seen_status=Subscription.status)
+                                .execution_options(synchronize_session=False))
+        total += len(ids)
+        if len(ids) < config.batch_size:
+            break
+    return total
+
+
+def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConfig,
+           *, isolate: bool) -> BatchResult:
+    # SKIP LOCKED: concurrent walks on PostgreSQL take disjoint rows; ignored on SQLite,
+    # where BEGIN IMMEDIATE serialises writers anyway.
+    locked = query.limit(config.batch_size).with_for_update(skip_locked=True, of=Subscription)
+    subs = session.scalars(locked).unique().all()
+    result = BatchResult(rows=len(subs))
+    if isolate:
+        for sub in subs:
+            _one_in_savepoint(session, sub, now, config, result)
+        return result
+    charge_rows: list[dict[str, Any]] = []
+    for sub in subs:
+        charge_rows += _apply(sub, _decide(sub, now, config), now, config, result)
+    _insert(session, charge_rows, result)
+    return result
+
+
+def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,
+                      result: BatchResult) -> None:
+    sub_id, mine = sub.id, BatchResult()
+    try:
+        with session.begin_nested():
+            _insert(session, _apply(sub, _decide(sub, now, config), now, config, mine), mine)
+    except SQLAlchemyError as exc:
+        # The savepoint is gone, and with it whatever this row's decision wrote.
+        message = f"the database refused this subscription's charges: {_error(exc)}"
+        session.execute(update(Subscription).where(Subscription.id == sub_id).values(
+            status=SS.INVALID, seen_status=SS.INVALID, last_error=message, updated_at=now))
+        result.invalid.append((sub_id, message))
+        log.error("subscription %s is invalid: %s", sub_id, message, extra={"subscription_id": sub_id})
+        return
+    result.add(mine)
+
+
+def _decide(sub: Subscription, now: datetime, config: WalkConfig) -> Decision:
+    try:
+        return decide(sub, now, missed_grace=config.missed_grace,
+                      max_cycles=config.max_cycles_per_subscription)
+    except Exception as exc:  # noqa: BLE001 - one row, whatever its fault, never stops the walk
+        log.exception("subscription %s could not be planned", sub.id)
+        return Decision(problems=(f"the walk could not plan this subscription: {_error(exc)}",))
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _apply(sub: Subscription, decision: Decision, now: datetime, config: WalkConfig,
+           result: BatchResult) -> list[dict[str, Any]]:
+    """Write ``decision`` on the row; return the charge rows to insert."""
+    if decision.problems:
+        _mark_invalid(sub, decision.problems, now, result)
+        return []
+    if decision.rescheduled:
+        log.info("subscription %s: next cycle %s (%s)", sub.id, decision.next_charge_at,
+                 decision.rescheduled, extra={"subscription_id": sub.id})
+        if decision.rescheduled == "resumed":
+            result.resumed += 1
+        elif decision.rescheduled == "schedule changed":
+            result.rescheduled += 1
+        else:
+            result.scheduled += 1
+    if decision.rescheduled or decision.cycles:
+        sub.next_charge_at, sub.updated_at, sub.last_error = decision.next_charge_at, now, None
+        sub.seen_status = SS.ACTIVE
+        sub.scheduled_cron, sub.scheduled_timezone = " ".join(sub.cron.split()), sub.timezone
+    return [_charge_row(sub, cycle_at, reason, now, config) for cycle_at, reason in decision.cycles]
+
+
+def _mark_invalid(sub: Subscription, reasons: Sequence[str], now: datetime,
+                  result: BatchResult) -> None:
+    message = "; ".join(reasons)
+    sub.status = sub.seen_status = SS.INVALID
+    sub.last_error, sub.updated_at = message, now
+    result.invalid.append((sub.id, message))
+    log.error("subscription %s is invalid: %s", sub.id, message,
+              extra={"subscription_id": sub.id, "recurrent_id": sub.recurrent_id})
+
+
+def _charge_row(sub: Subscription, cycle_at: datetime, skip_reason: str | None, now: datetime,
+                config: WalkConfig) -> dict[str, Any]:
+    return {"subscription_id": sub.id, "recurrent_id": sub.recurrent_id, "cycle_at": cycle_at,
+            "merchant_pay_id": merchant_pay_id(sub.id, cycle_at), "amount": sub.amount,
+            "tax_free_amount": sub.tax_free_amount,
+            "status": ChargeStatus.SKIPPED if skip_reason else ChargeStatus.PENDING,
+            "reason": skip_reason, "lease_until": None if skip_reason else now + config.lease,
+            "created_at": now, "updated_at": now}
+
+
+def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
+    """Insert-or-ignore on every unique column; count what went in, log what did not."""
+    session.flush()  # the subscriptions' new next_charge_at goes out in the same transaction
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = Charge.__table__
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (dialect.insert(table).on_conflict_do_nothing()
+            .returning(table.c.id, table.c.status, table.c.subscription_id, table.c.cycle_at))
+    inserted = set()
+    for done in session.execute(stmt, rows):
+        inserted.add((done.subscription_id, done.cycle_at))
+        if done.status == ChargeStatus.SKIPPED:
+            result.skipped += 1
+        else:
+            result.new_charge_ids.append(done.id)
+    for row in rows:
+        if (row["subscription_id"], row["cycle_at"]) not in inserted:
+            result.conflicts += 1
+            log.warning("charge of subscription %s for cycle %s not inserted: a charge for that "
+                        "cycle or with merchant_pay_id %s already exists", row["subscription_id"],
+                        row["cycle_at"], row["merchant_pay_id"],
+                        extra={"subscription_id": row["subscription_id"]})

@@ -1,0 +1,121 @@
+"""What the walk does with one subscription row it picked up: pure decisions, no database.
+
+:func:`decide` reads the row (and its merchant) and ``now``, and answers::
+
+    the row, as the walk finds it                     decision
+    ------------------------------------------------  -------------------------------------------
+    problems(row) not empty                           invalid, last_error = every reason
+    seen_status is not 'active' (the walk last saw    reschedule from now ("resumed"): a cycle
+      it paused, invalid, ...; resumed by SQL/CLI)      that fell while it was not active is
+                                                        never billed
+    next_charge_at NULL (a new row)                   schedule the first cycle after now ("new")
+    cron/timezone differ from scheduled_cron/         reschedule from now on the new schedule
+      scheduled_timezone (edited with SQL)              ("schedule changed"): the old schedule's
+                                                        pending cycle is not billed
+    next_charge_at <= now                             one row per due cycle (plan_cycles);
+                                                        next_charge_at = the cycle after them
+    otherwise                                         nothing to do yet
+
+A changed cron is noticed when the row next comes before the walk: at the old schedule's next
+due cycle (the walk reads only what is due, never the whole table). That cycle is not billed;
+the new schedule counts from that moment. To make a change take effect at once, also set
+``next_charge_at = NULL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from models import MissedCycles, Subscription
+from models import SubscriptionStatus as SS
+from scheduler.cycles import due_cycles, next_cycle
+from scheduler.validation import problems
+
+# A subscription id has at most 19 digits (a 64-bit key): "NPB-" + 19 + "-" + 14 = 38 chars,
+# so the merchantPayId we send (+ "-attempt") and the idempotency key built from it
+# (+ "-attempt-approve-round") stay inside NAVER's 64-character limit.
+MERCHANT_PAY_ID_MAX = 38
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The walk's verdict on one row; see the module docstring."""
+
+    problems: tuple[str, ...] = ()
+    next_charge_at: datetime | None = None
+    cycles: tuple[tuple[datetime, str | None], ...] = ()  # (cycle, skip reason or None = bill)
+    rescheduled: str | None = None  # "new" | "resumed" | "schedule changed"
+
+
+def merchant_pay_id(subscription_id: int, cycle_at: datetime) -> str:
+    """Unique per (subscription, cycle) by construction: the subscription id is unique and
+    a cron cycle is a whole second (UTC). ``NPB-`` cannot be mistaken for the older
+    ``NPB<hex digest>-`` ids, so new rows never collide with rows made before."""
+    return f"NPB-{subscription_id}-{cycle_at:%Y%m%d%H%M%S}"
+
+
+def decide(sub: Subscription, now: datetime, *, missed_grace: timedelta, max_cycles: int) -> Decision:
+    """What to do with ``sub`` at ``now``; pure apart from reading the row."""
+    reasons = problems(sub)
+    if reasons:
+        return Decision(problems=tuple(reasons))
+    why = reschedule_reason(sub)
+    if why:
+        return Decision(next_charge_at=next_cycle(sub.cron, sub.timezone, now), rescheduled=why)
+    assert sub.next_charge_at is not None  # reschedule_reason covers NULL
+    if sub.next_charge_at > now:
+        return Decision(next_charge_at=sub.next_charge_at)
+    cycles, following = due_cycles(sub.cron, sub.timezone, sub.next_charge_at, now, max_cycles)
+    plan = plan_cycles(cycles, complete=following > now, rule=sub.merchant.missed_cycles,
+                       cutoff=now - missed_grace)
+    return Decision(next_charge_at=following, cycles=tuple(plan))
+
+
+def reschedule_reason(sub: Subscription) -> str | None:
+    """Why ``next_charge_at`` cannot be trusted and is computed again from now (or None)."""
+    if sub.seen_status != SS.ACTIVE:
+        return "resumed"
+    if sub.next_charge_at is None:
+        return "new"
+    # NULL scheduled_*: next_charge_at was set by hand (or before these columns): trusted.
+    if sub.scheduled_cron is not None and " ".join(sub.cron.split()) != " ".join(sub.scheduled_cron.split()):
+        return "schedule changed"
+    if sub.scheduled_timezone is not None and sub.timezone != sub.scheduled_timezone:
+        return "schedule changed"
+    return None
+
+
+def plan_cycles(
+    cycles: Sequence[datetime], *, complete: bool, rule: str, cutoff: datetime
+) -> list[tuple[datetime, str | None]]:
+    """Pair each due cycle with a skip reason (None = bill it), per the missed-cycle rule.
+
+    A cycle is *missed* when a later cycle of the same subscription is also already due (an
+    outage, a stopped walk): every cycle but the last, and the last too when ``complete`` is
+    False (more cycles are due than one walk enumerates; the rest come in the next walk). The
+    grace period bounds how late the newest due cycle may still be billed: it must be at or
+    after ``cutoff`` (now minus the grace).
+
+    * ``all``: every due cycle is billed, missed ones included.
+    * ``latest``: only the newest due cycle, if within the grace (one charge however long
+      the gap was).
+    * ``skip``: no missed cycle; the newest due cycle if within the grace. Since a missed cycle
+      is one that a newer due cycle supersedes, this bills what ``latest`` bills.
+
+    Every cycle gets a row (a skipped one carries its reason), so no cycle is silently lost.
+    """
+    if rule == MissedCycles.ALL:
+        return [(c, None) for c in cycles]
+    newest = cycles[-1] if complete and cycles else None
+    plan: list[tuple[datetime, str | None]] = []
+    for cycle in cycles:
+        if cycle != newest:
+            plan.append((cycle, f"missed cycle: a later cycle is also due (missed_cycles={rule})"))
+        elif cycle < cutoff:
+            plan.append((cycle, f"missed cycle: due since {cycle:%Y-%m-%d %H:%M:%S} UTC, past the "
+                                f"grace period (missed_cycles={rule})"))
+        else:
+            plan.append((cycle, None))
+    return plan
