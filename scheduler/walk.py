@@ -247,12 +247,21 @@ def _claim_charges(session: Session, now: datetime, config: WalkConfig, conditio
 
 
 def _claim_revoking(session: Session, now: datetime, config: WalkConfig) -> list[int]:
+    """``revoking`` subscriptions whose next expire try has come: ``expire_next_at`` past (the
+    expire task's backoff, or the marker below), or NULL and last changed a lease ago (a final
+    failure enqueues its expire itself; the walk is the safety net if that message is lost).
+    The claim moves ``expire_next_at`` one lease forward, so the next walk does not enqueue
+    them again while the task runs; the task writes the real next try when NAVER did not
+    settle it."""
+    due = (Subscription.status == SS.REVOKING,
+           or_(Subscription.expire_next_at <= now,
+               and_(Subscription.expire_next_at.is_(None), Subscription.updated_at < now - config.lease)))
     ids = list(session.scalars(
-        select(Subscription.id).where(Subscription.status == SS.REVOKING,
-                                      Subscription.updated_at < now - config.lease)
+        select(Subscription.id).where(*due)
         .limit(config.batch_size).with_for_update(skip_locked=True)))
     if ids:
-        session.execute(update(Subscription).where(Subscription.id.in_(ids)).values(updated_at=now)
+        session.execute(update(Subscription).where(Subscription.id.in_(ids), *due)
+                        .values(expire_next_at=now + config.lease)
                         .execution_options(synchronize_session=False))
     return ids
 
