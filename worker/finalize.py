@@ -73,7 +73,8 @@ class Verdict(Enum):
 
 @dataclass(frozen=True)
 class ExpirePolicy:
-    """How hard and how often to try (defaults: 8 tries over about two hours)."""
+    """How hard and how often to try (defaults: 8 tries NAVER did not settle, spread over one
+    to two hours by the jittered backoff; a held try every 5 to 10 minutes)."""
 
     max_attempts: int = 8  # tries NAVER did not settle, after which a refusal is final
     backoff: tuple[float, float] = (60.0, 6 * 3600.0)  # base and cap (s), doubling per try

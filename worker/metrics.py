@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 CHARGES = Counter("npay_charges_total", "Charges that reached an outcome", ["outcome", "code"])
 RETRIES = Counter("npay_retries_scheduled_total", "Declined attempts scheduled for a retry", ["code"])
-EXPIRED = Counter("npay_registrations_expired_total", "Registrations expired after a final failure")
+EXPIRED = Counter("npay_registrations_expired_total",
+                  "Registrations expired at NAVER Pay (final failure or merchant cancel)")
 NOTIFICATIONS = Counter("npay_notifications_total", "Notification deliveries", ["channel", "status"])
 WALKS = Counter("npay_walks_total", "Walks run")
 WALK_ENQUEUED = Counter("npay_walk_enqueued_total", "Charges enqueued by the walk", ["reason"])
