@@ -52,6 +52,9 @@ async def expire(ctx: Ctx) -> Answer:
     p = ctx.params
     p.require("recurrentId", "expireRequester", "expireReason")
     requester = p.choice("expireRequester", ("1", "2"))
+    scripted = ctx.state.registrations.by_id.get(p.text("recurrentId"))
+    if scripted is not None and scripted.behaviour.expire_code is not None:
+        return fail(scripted.behaviour.expire_code)
     registration = ctx.state.registrations.expire(
         p.text("recurrentId"), requester, p.text("expireReason"), ctx.now()
     )

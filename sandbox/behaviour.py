@@ -4,6 +4,8 @@ A test creates a registration with ``behaviour`` (``POST /_sandbox/registrations
 approval request consumes the script in a fixed order: server errors first, then declines, then
 "charge but answer too late", then plain approvals. Only approvals that would otherwise be
 processed consume a step (``AlreadyComplete`` or ``TimeExpired`` answers do not).
+``reserveCode`` and ``expireCode`` make every reserve / expire of the registration answer that
+code (HTTP 200) until the script is replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ _KEYS = {
     "timeoutSeconds": "timeout_seconds",
     "latencyMs": "latency_ms",
     "reserveCode": "reserve_code",
+    "expireCode": "expire_code",
     "payMeans": "pay_means",
     "cardCorpCode": "card_corp_code",
 }
@@ -48,6 +51,7 @@ class Behaviour:
     timeout_seconds: float = 30.0
     latency_ms: int = 0
     reserve_code: str | None = None
+    expire_code: str | None = None  # the expire API answers this code (HTTP 200) instead
     pay_means: str = "CARD"
     card_corp_code: str = "C0"
 
@@ -83,7 +87,7 @@ class Behaviour:
 
 
 def _check(key: str, value: Any) -> Any:
-    if key in ("declineCode", "reserveCode"):
+    if key in ("declineCode", "reserveCode", "expireCode"):
         if value is not None and (not isinstance(value, str) or not value):
             raise ValueError(f"{key} must be a non-empty string or null")
         return value

@@ -175,25 +175,40 @@ def _claim_charges(session: Session, now: datetime, config: WalkConfig, conditio
 
 
 def _claim_revoking(session: Session, now: datetime, config: WalkConfig) -> list[int]:
+    """``revoking`` subscriptions whose next expire try has come: ``expire_next_at`` past (the
+    expire task's backoff, or the marker below), or NULL and last changed a lease ago (a final
+    failure enqueues its expire itself; the walk is the safety net if that message is lost).
+    The claim moves ``expire_next_at`` one lease forward, so the next walk does not enqueue
+    them again while the task runs; the task writes the real next try when NAVER did not
+    settle it."""
+    due = (Subscription.status == SS.REVOKING,
+           or_(Subscription.expire_next_at <= now,
+               and_(Subscription.expire_next_at.is_(None), Subscription.updated_at < now - config.lease)))
     ids = list(session.scalars(
-        select(Subscription.id).where(Subscription.status == SS.REVOKING,
-                                      Subscription.updated_at < now - config.lease)
+        select(Subscription.id).where(*due)
         .limit(config.batch_size).with_for_update(skip_locked=True)))
     if ids:
-        session.execute(update(Subscription).where(Subscription.id.in_(ids)).values(updated_at=now)
+        session.execute(update(Subscription).where(Subscription.id.in_(ids), *due)
+                        .values(expire_next_at=now + config.lease)
                         .execution_options(synchronize_session=False))
     return ids
 
 
 def _claim_notifications(session: Session, now: datetime, config: WalkConfig) -> list[int]:
+    """Outbox rows to (re-)enqueue: ``pending`` ones whose backoff or enqueue marker passed, and
+    ``sending`` ones whose delivery died (its claim's lease passed). A dead delivery's row goes
+    back to ``pending`` with its claim cleared, so the next delivery may take it; the walk's
+    own marker (``lease_until``) only keeps the next walk from enqueueing it again, a delivery
+    ignores it for ``pending`` rows."""
+    waiting = (Notification.status.in_((NS.PENDING, NS.SENDING)),
+               or_(Notification.lease_until.is_(None), Notification.lease_until < now))
     ids = list(session.scalars(
-        select(Notification.id).where(
-            Notification.status.in_((NS.PENDING, NS.SENDING)),
-            or_(Notification.lease_until.is_(None), Notification.lease_until < now))
+        select(Notification.id).where(*waiting)
         .limit(config.batch_size).with_for_update(skip_locked=True)))
     if ids:
-        session.execute(update(Notification).where(Notification.id.in_(ids))
-                        .values(lease_until=now + config.lease)
+        # The same condition again: a delivery that claimed a row meanwhile keeps it.
+        session.execute(update(Notification).where(Notification.id.in_(ids), *waiting)
+                        .values(status=NS.PENDING, claim_owner=None, lease_until=now + config.lease)
                         .execution_options(synchronize_session=False))
     return ids
 

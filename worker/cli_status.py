@@ -35,7 +35,8 @@ def _read(next_limit: int = 5) -> Overview:
 @click.command()
 @json_option
 def status(as_json: bool) -> None:
-    """Counts by state, the walk's lag, open unknown outcomes and the next due charges."""
+    """Counts by state, the walk's lag, open unknown outcomes, what needs a human (held and
+    surfaced charges, registrations not expired) and the next due charges."""
     view = _read()
     if as_json:
         emit_json(view.to_json())
@@ -48,6 +49,7 @@ def status(as_json: bool) -> None:
         ("unknown open", f"{view.unknown_open} (unknown/approving: resolved via NAVER history)"),
         ("notifications", f"{view.notifications_pending} pending, "
                           f"{view.notifications.get('failed', 0)} failed"),
+        *_attention(view),
         ("now", when(view.now)),
     ]))
     if view.next_due:
@@ -56,6 +58,19 @@ def status(as_json: bool) -> None:
                          [[when(d["at"]), d["kind"], d["subscription_id"], d["charge_id"],
                            d["recurrent_id"], won(d["amount"])] for d in view.next_due],
                          right=["SUB", "CHARGE", "AMOUNT"]))
+
+
+def _attention(view: Overview) -> list[tuple[str, str]]:
+    """What needs a human: held and surfaced charges, registrations not expired."""
+    oldest = (f", oldest {duration(view.oldest_stuck_seconds)} (since {when(view.oldest_stuck)})"
+              if view.oldest_stuck else "")
+    revoking, failed = view.subscriptions.get("revoking", 0), view.subscriptions.get("expire_failed", 0)
+    return [
+        ("held", f"{view.held} (merchant-side fault: check credentials and settings; resumes by itself)"),
+        ("unsettled", f"{view.stuck} charge(s), {view.surfaced} surfaced to a human{oldest}"),
+        ("expiring", f"{revoking} revoking, {failed} expire_failed"
+                     + (" (NAVER would not expire them: check in NAVER Pay)" if failed else "")),
+    ]
 
 
 def watch_line(view: Overview) -> str:

@@ -3,16 +3,24 @@
 With Celery's prefork pool several processes update these; set ``PROMETHEUS_MULTIPROC_DIR``
 (``make run`` does) and ``npay-billing metrics`` serves the aggregate. Gauges that describe
 the database (unknown outcomes open, notifications pending, walk lag) are computed at scrape
-time from the database, so every process agrees on them.
+time from the database, so every process agrees on them (:func:`attention_gauges` holds the
+ones that call for a human).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from worker.overview import Overview
 
 CHARGES = Counter("npay_charges_total", "Charges that reached an outcome", ["outcome", "code"])
 RETRIES = Counter("npay_retries_scheduled_total", "Declined attempts scheduled for a retry", ["code"])
-EXPIRED = Counter("npay_registrations_expired_total", "Registrations expired after a final failure")
+EXPIRED = Counter("npay_registrations_expired_total",
+                  "Registrations expired at NAVER Pay (final failure or merchant cancel)")
 NOTIFICATIONS = Counter("npay_notifications_total", "Notification deliveries", ["channel", "status"])
 WALKS = Counter("npay_walks_total", "Walks run")
 WALK_ENQUEUED = Counter("npay_walk_enqueued_total", "Charges enqueued by the walk", ["reason"])
@@ -25,3 +33,25 @@ NAVER_LATENCY = Histogram(
 def observe_naverpay(api: str, elapsed: float, code: str | None) -> None:
     """The NAVER Pay client's observer hook."""
     NAVER_LATENCY.labels(api=api, code=code or "none").observe(elapsed)
+
+
+def attention_gauges(view: Overview) -> list[GaugeMetricFamily]:
+    """Gauges read from the database at scrape time that call for a human when they grow:
+    held charges, unsettled and surfaced charges with the oldest one's age, registrations that
+    could not be expired yet (``revoking``) or at all (``expire_failed``)."""
+    return [
+        GaugeMetricFamily("npay_charges_held", "Charges held by a merchant-side fault", value=view.held),
+        GaugeMetricFamily("npay_charges_unsettled",
+                          "Charges whose NAVER outcome is not settled (reserving/approving/unknown/held)",
+                          value=view.stuck),
+        GaugeMetricFamily("npay_charges_surfaced", "Unsettled charges surfaced to a human (past the bound)",
+                          value=view.surfaced),
+        GaugeMetricFamily("npay_charges_oldest_unsettled_seconds",
+                          "Age of the oldest unsettled charge (0 when none)",
+                          value=view.oldest_stuck_seconds),
+        GaugeMetricFamily("npay_subscriptions_revoking", "Registrations waiting to be expired at NAVER Pay",
+                          value=view.subscriptions.get("revoking", 0)),
+        GaugeMetricFamily("npay_subscriptions_expire_failed",
+                          "Registrations NAVER Pay would not expire (a human must check)",
+                          value=view.subscriptions.get("expire_failed", 0)),
+    ]

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
+from worker.metrics import attention_gauges
 from worker.overview import overview
 
 
@@ -48,6 +49,7 @@ class DatabaseCollector(Collector):
                                 value=view.notifications_pending)
         yield GaugeMetricFamily("npay_walk_lag_seconds", "Now minus the oldest due item",
                                 value=view.lag_seconds)
+        yield from attention_gauges(view)
 
 
 def registry_for(sessions: sessionmaker[Session]) -> CollectorRegistry:

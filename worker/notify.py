@@ -2,10 +2,15 @@
 
 ``queue(session, event, charge, now)`` adds one ``notifications`` row per channel *inside the
 transaction that changed the charge*, so a notification exists if and only if the change
-committed. ``deliver(...)`` claims a row (compare-and-set ``pending -> sending`` with a
-lease), sends it with short tenacity retries, and marks it ``sent``. A row is sent at most
-once by us; if a worker dies between sending and marking, the retry carries the same
-``event_id`` so the receiver can drop the duplicate (the webhook's documented dedup key).
+committed. ``deliver(...)`` claims a row for itself: one conditional UPDATE moves it from
+``pending`` (or from ``sending`` whose lease has passed: its owner died) to ``sending`` with a
+fresh owner token (``claim_owner``) and a lease, then sends it with short tenacity retries,
+and marks it ``sent`` (or back to ``pending``/``failed``) only if it still owns the claim.
+A delivery whose worker died leaves the row ``sending``; the walk returns such a row to
+``pending`` once its lease has passed, and the next claimant delivers it. Delivery is at least
+once: a row sent twice (a worker died between sending and marking, or overstayed its lease)
+carries the same ``event_id`` both times, so the receiver drops the duplicate (the webhook's
+documented dedup key).
 
 Channels:
 * ``webhook`` to the merchant's ``webhook_url``: JSON body, ``X-Npay-Billing-Event-Id``,
@@ -225,36 +230,63 @@ def deliver(sessions: sessionmaker[Session], notification_id: int, senders: dict
             clock: Callable[[], datetime], sleep: Callable[[float], None],
             lease: timedelta = timedelta(minutes=2)) -> str:
     """Claim, send and mark one notification; returns its status afterwards."""
-    now = clock()
+    owner = uuid.uuid4().hex
+    claimed = _claim(sessions, notification_id, owner, clock(), lease)
+    if isinstance(claimed, str):
+        return claimed
+    row, merchant, sub = claimed
+    try:
+        Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
+                 sleep=sleep, reraise=True)(senders[row.channel], row, merchant, sub)
+    except Exception as exc:  # noqa: BLE001 - any failure of a channel is recorded, retried later
+        status = NS.FAILED if row.attempts >= MAX_DELIVERIES else NS.PENDING
+        log.warning("notification %s (%s) not delivered: %s", notification_id, row.channel, exc)
+        if _release(sessions, notification_id, owner, status=status,
+                    last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    lease_until=clock() + timedelta(seconds=30 * 2 ** min(row.attempts, 8))):
+            return status
+        return _status(sessions, notification_id)  # another delivery holds (or sent) it now
+    if not _release(sessions, notification_id, owner, status=NS.SENT, sent_at=clock(), last_error=None):
+        # Our claim ran out while we sent and another delivery took the row over: it sends
+        # the same event_id again (at least once) and marks it itself.
+        log.warning("notification %s sent, but its claim passed to another delivery meanwhile",
+                    notification_id)
+    return NS.SENT
+
+
+def _claim(sessions: sessionmaker[Session], notification_id: int, owner: str, now: datetime,
+           lease: timedelta) -> str | tuple[Notification, Merchant, Subscription]:
+    """Take the row for ``owner`` (pending, or sending by an owner whose lease passed); the row
+    with its merchant and subscription, or the row's status when someone else has it."""
     with sessions.begin() as s:
         claimed = rowcount(s.execute(
             update(Notification).where(
                 Notification.id == notification_id,
                 or_(Notification.status == NS.PENDING,
                     (Notification.status == NS.SENDING) & (Notification.lease_until < now)))
-            .values(status=NS.SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
+            .values(status=NS.SENDING, claim_owner=owner, lease_until=now + lease,
+                    attempts=Notification.attempts + 1)
         ))
-        row = s.get(Notification, notification_id)
+        row = s.get(Notification, notification_id, populate_existing=True)
         if row is None:
             return "missing"
         if not claimed:
-            return row.status  # already sent, or another worker holds it
+            return row.status  # already sent, or a live delivery holds it
         sub = s.get(Subscription, row.subscription_id)
         assert sub is not None
-        merchant = sub.merchant
-    try:
-        Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4),
-                 sleep=sleep, reraise=True)(senders[row.channel], row, merchant, sub)
-    except Exception as exc:  # noqa: BLE001 - any failure of a channel is recorded, retried later
-        final = row.attempts >= MAX_DELIVERIES
-        with sessions.begin() as s:
-            s.execute(update(Notification).where(Notification.id == notification_id).values(
-                status=NS.FAILED if final else NS.PENDING, last_error=f"{type(exc).__name__}: {exc}"[:2000],
-                lease_until=clock() + timedelta(seconds=30 * 2 ** min(row.attempts, 8))))
-        log.warning("notification %s (%s) not delivered: %s", notification_id, row.channel, exc)
-        return NS.FAILED if final else NS.PENDING
+        return row, sub.merchant, sub
+
+
+def _status(sessions: sessionmaker[Session], notification_id: int) -> str:
+    with sessions() as s:
+        return s.scalar(select(Notification.status).where(Notification.id == notification_id)) or "missing"
+
+
+def _release(sessions: sessionmaker[Session], notification_id: int, owner: str, **values: Any) -> bool:
+    """Write the delivery's result only if ``owner`` still holds the claim; whether it did."""
     with sessions.begin() as s:
-        s.execute(update(Notification).where(Notification.id == notification_id,
-                                             Notification.status == NS.SENDING)
-                  .values(status=NS.SENT, sent_at=clock(), last_error=None))
-    return NS.SENT
+        return bool(rowcount(s.execute(
+            update(Notification).where(Notification.id == notification_id,
+                                       Notification.status == NS.SENDING,
+                                       Notification.claim_owner == owner)
+            .values(claim_owner=None, **values))))

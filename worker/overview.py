@@ -1,6 +1,8 @@
 """One read of the system's state, shared by ``npay-billing status``/``watch`` and the
 Prometheus endpoint: rows by status, unknown outcomes open, notifications pending, the walk's
-lag and the next due items.
+lag, the next due items, and what needs a human: held charges (a merchant-side fault),
+charges whose NAVER outcome is unsettled (``stuck_since``; the oldest one's age) and those
+surfaced for it, subscriptions still ``revoking`` or ``expire_failed``.
 
 The walk's lag is how late the oldest due item is: the earliest of the active subscriptions'
 ``next_charge_at`` and the ``retry_wait`` charges' ``next_attempt_at`` that are not after
@@ -32,6 +34,9 @@ class Overview:
     notifications: dict[str, int]
     oldest_due: datetime | None
     next_due: list[dict[str, Any]] = field(default_factory=list)
+    stuck: int = 0  # charges unsettled now (reserving/approving/unknown/held)
+    surfaced: int = 0  # of those, the ones surfaced to a human (older than the bound)
+    oldest_stuck: datetime | None = None  # since when the oldest unsettled one is unsettled
 
     @property
     def lag_seconds(self) -> float:
@@ -44,6 +49,18 @@ class Overview:
         return self.charges["unknown"] + self.charges["approving"]
 
     @property
+    def held(self) -> int:
+        """Charges held by a merchant-side fault (credentials, our request, a proxy)."""
+        return self.charges.get("held", 0)
+
+    @property
+    def oldest_stuck_seconds(self) -> float:
+        """How long the oldest unsettled charge has been unsettled (0 when none is)."""
+        if self.oldest_stuck is None:
+            return 0.0
+        return max(0.0, (self.now - self.oldest_stuck).total_seconds())
+
+    @property
     def notifications_pending(self) -> int:
         """Outbox rows not delivered yet."""
         return self.notifications.get("pending", 0) + self.notifications.get("sending", 0)
@@ -53,7 +70,12 @@ class Overview:
         return {"now": self.now, "subscriptions": self.subscriptions, "charges": self.charges,
                 "notifications": self.notifications, "walk_lag_seconds": round(self.lag_seconds, 3),
                 "oldest_due_at": self.oldest_due, "unknown_open": self.unknown_open,
-                "notifications_pending": self.notifications_pending, "next_due": self.next_due}
+                "notifications_pending": self.notifications_pending, "next_due": self.next_due,
+                "held": self.held, "stuck": self.stuck, "surfaced": self.surfaced,
+                "oldest_stuck_at": self.oldest_stuck,
+                "oldest_stuck_seconds": round(self.oldest_stuck_seconds, 3),
+                "revoking": self.subscriptions.get("revoking", 0),
+                "expire_failed": self.subscriptions.get("expire_failed", 0)}
 
 
 def _counts(session: Session, column: Any, names: tuple[str, ...] = ()) -> dict[str, int]:
@@ -84,9 +106,14 @@ def overview(session: Session, now: datetime, next_limit: int = 5) -> Overview:
               session.scalar(select(func.min(Charge.next_attempt_at)).where(
                   Charge.status == "retry_wait", Charge.next_attempt_at <= now))]
     due = [t for t in oldest if t is not None]  # min() keeps the column's type: aware UTC
+    # Served by ix_charges_stuck_since: only unsettled charges have a stuck_since.
+    stuck, surfaced, oldest_stuck = session.execute(
+        select(func.count(), func.count(Charge.surfaced_at), func.min(Charge.stuck_since))
+        .where(Charge.stuck_since.is_not(None))).one()
     return Overview(now=now, subscriptions=_counts(session, Subscription.status, SUBSCRIPTION_STATUSES),
                     charges=_counts(session, Charge.status, CHARGE_STATUSES),
                     notifications=_counts(session, Notification.status),
-                    oldest_due=min(due) if due else None, next_due=_next_due(session, next_limit))
+                    oldest_due=min(due) if due else None, next_due=_next_due(session, next_limit),
+                    stuck=int(stuck), surfaced=int(surfaced), oldest_stuck=oldest_stuck)
 
 

@@ -38,6 +38,8 @@ class Settings:
     walk_interval: float = 10.0
     lease: timedelta = timedelta(minutes=6)
     walk: WalkConfig = WalkConfig()
+    # A charge unsettled (reserving/approving/unknown/held) this long is surfaced to a human.
+    surface_after: timedelta = timedelta(hours=1)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_from: str = "billing@localhost"
@@ -57,6 +59,7 @@ class Settings:
             walk_interval=_number(environ, "BILLING_WALK_INTERVAL", 10),
             lease=lease,
             walk=walk,
+            surface_after=timedelta(seconds=_number(environ, "BILLING_SURFACE_AFTER_SECONDS", 3600)),
             smtp_host=environ.get("SMTP_HOST", "127.0.0.1"),
             smtp_port=int(_number(environ, "SMTP_PORT", 25)),
             smtp_from=environ.get("SMTP_FROM", "billing@localhost"),

@@ -96,6 +96,15 @@ def test_scripted_reserve_code(naver: Naver):
     assert naver.ledger()["payments"] == []
 
 
+def test_scripted_expire_code(naver: Naver):
+    recurrent_id = naver.registration(expireCode="SomethingNew")
+    fields = {"recurrentId": recurrent_id, "expireRequester": "2", "expireReason": "해지"}
+    reply = naver.call("recurrent/expire/v1/request", fields)
+    assert (reply.status_code, reply.json()["code"]) == (200, "SomethingNew")
+    (registration,) = naver.ledger()["registrations"]
+    assert registration["state"] == "VALID"
+
+
 def test_duplicate_merchant_pay_id_existing_mode(naver: Naver):
     naver.control("config", {"duplicateMerchantPayId": "existing"})
     recurrent_id = naver.registration()
