@@ -29,6 +29,7 @@ class SandboxConfig:
     client_id: str = "sandbox-client-id"
     client_secret: str = "sandbox-client-secret"
     chain_ids: tuple[str, ...] = DEFAULT_CHAIN_IDS
+    require_chain_id: bool = False
     bad_credentials: str = "401"
     maintenance: str = "off"
     reserve_window_seconds: float = 600.0
@@ -53,7 +54,11 @@ class SandboxConfig:
 HELP: Mapping[str, str] = {
     "client_id": "accepted X-Naver-Client-Id",
     "client_secret": "accepted X-Naver-Client-Secret",
-    "chain_ids": "accepted X-NaverPay-Chain-Id (repeat the option for several)",
+    "chain_ids": "accepted X-NaverPay-Chain-Id (repeat the option for several); a call that "
+    "sends another one is InvalidMerchant",
+    "require_chain_id": "refuse calls without X-NaverPay-Chain-Id (InvalidMerchant), as for a "
+    "group-type merchant; off: the header is optional, as NAVER issues chain ids to group-type "
+    "merchants only",
     "bad_credentials": "answer to a wrong id/secret: HTTP 401, or HTTP 200 code InvalidMerchant",
     "maintenance": "answer every API with HTTP 503 or HTTP 200 MaintenanceOngoing",
     "reserve_window_seconds": "recurrent reserve->approval window before TimeExpired",
@@ -151,6 +156,7 @@ _CONVERT: Mapping[str, Callable[[Any], Any]] = {
     "reserve_window_seconds": _number(float, 0.0),
     "onetime_window_seconds": _number(float, 0.0),
     "min_amount": _number(int, 0),
+    "require_chain_id": _bool,
     "store_non_final": _bool,
     "idempotency_retention_seconds": _number(float, 0.0, optional=True),
     "cancel_not_complete_rate": _rate,

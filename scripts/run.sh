@@ -19,6 +19,10 @@ export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:npay-billing}"
 export METRICS_PORT="${METRICS_PORT:-9808}"
 export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
 export SANDBOX_ARGS="${SANDBOX_ARGS:---auto-register}"
+# No chain id by default: NAVER issues one to group-type merchants only, and without
+# NAVERPAY_CHAIN_ID the worker sends no X-NaverPay-Chain-Id header. To try a group-type
+# merchant: NAVERPAY_CHAIN_ID=sandbox-recurrent-chain-id \
+#           SANDBOX_ARGS="--auto-register --require-chain-id" make run
 export NPAY_DEMO="${NPAY_DEMO:-1}"
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$NPAY_VAR_DIR/prometheus}"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
@@ -52,6 +56,7 @@ make run: database ${DATABASE_URL}
           sandbox  ${NAVERPAY_API_BASE}   (stands in for NAVER Pay)
           Flower   http://127.0.0.1:${FLOWER_PORT}   (user:password ${FLOWER_BASIC_AUTH})
           metrics  http://127.0.0.1:${METRICS_PORT}/metrics
+          chain id ${NAVERPAY_CHAIN_ID:-none (set NAVERPAY_CHAIN_ID for a group-type merchant)}
           logs     $NPAY_VAR_DIR/log/worker.log $NPAY_VAR_DIR/log/beat.log
           Ctrl-C stops everything.
 EOT

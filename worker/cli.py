@@ -33,6 +33,7 @@ Environment:
   DATABASE_URL        SQLAlchemy URL (default sqlite:///var/npay-billing.db)
   CELERY_BROKER_URL   Redis URL of the broker (default redis://127.0.0.1:6379/0)
   NAVERPAY_API_BASE   NAVER Pay API, or the sandbox (default http://127.0.0.1:8055)
+  NAVERPAY_CHAIN_ID   group-type merchants only; unset = no X-NaverPay-Chain-Id header
 
 \b
 Examples:
@@ -111,7 +112,14 @@ def db_current(env: Env, as_json: bool) -> None:
 @click.option("--auto-register", is_flag=True,
               help="Accept any unknown recurrentId as a registration made in NAVER Pay's window "
                    "(demos: rows inserted with SQL get charged). `make run` turns it on.")
-def sandbox(host: str, port: int, log_level: str, auto_register: bool) -> None:
+@click.option("--chain-id", "chain_ids", multiple=True, metavar="ID",
+              help="Accepted X-NaverPay-Chain-Id (repeatable; default: sandbox-chain-id and "
+                   "sandbox-recurrent-chain-id). Calls sending another one are InvalidMerchant.")
+@click.option("--require-chain-id", is_flag=True,
+              help="Refuse calls without X-NaverPay-Chain-Id (a group-type merchant). Off by "
+                   "default: NAVER issues chain ids to group-type merchants only.")
+def sandbox(host: str, port: int, log_level: str, auto_register: bool,
+            chain_ids: tuple[str, ...], require_chain_id: bool) -> None:
     """Run the local NAVER Pay sandbox (a faithful simulator) until Ctrl-C.
 
     Point the worker at it with NAVERPAY_API_BASE=http://HOST:PORT (the default).
@@ -119,9 +127,13 @@ def sandbox(host: str, port: int, log_level: str, auto_register: bool) -> None:
     """
     from sandbox.server import run
 
+    options: dict[str, object] = {"auto_register": auto_register,
+                                  "require_chain_id": require_chain_id}
+    if chain_ids:
+        options["chain_ids"] = chain_ids
     click.echo(f"NAVER Pay sandbox on http://{host}:{port} (Ctrl-C to stop)", err=True)
     try:
-        run(host, port, log_level=log_level, auto_register=auto_register)
+        run(host, port, log_level=log_level, **options)
     except KeyboardInterrupt:
         pass
 

@@ -6,6 +6,10 @@ For each subscription a registration is created through the sandbox's control AP
 registration is expired), and one more declines once then recovers. The default merchant gets
 a demo policy (retry after 5 s, 3 attempts, then expire) unless ``--keep-policy``. Running it
 again adds more subscriptions.
+
+No chain id is involved: the worker sends ``X-NaverPay-Chain-Id`` only when
+``NAVERPAY_CHAIN_ID`` (or the merchant's ``chain_id``) is set, and the sandbox accepts calls
+with or without it unless it runs with ``--require-chain-id``.
 """
 
 from __future__ import annotations

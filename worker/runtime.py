@@ -25,17 +25,29 @@ from worker.settings import Settings
 
 
 def merchant_config(base: NaverPayConfig, merchant: Merchant) -> NaverPayConfig:
-    """The NAVER Pay config of ``merchant``: its columns override the environment's values."""
+    """The NAVER Pay config of ``merchant``: its columns override the environment's values.
+
+    The chain id is optional (NAVER issues one to group-type merchants only) and belongs to
+    the credentials it was issued with: a merchant row with its own ``client_id`` sends its
+    own ``chain_id`` and none when that is NULL, never the environment's (another merchant's);
+    a row that uses the environment's client id inherits the environment's chain ids unless
+    it sets ``chain_id``.
+    """
     secret = base.client_secret
     if merchant.client_secret_env:
         secret = os.environ.get(merchant.client_secret_env, "")
         if not secret:
             raise ValueError(f"merchant {merchant.id}: environment variable "
                              f"{merchant.client_secret_env} (client_secret_env) is not set")
+    own_chain = (merchant.chain_id or "").strip() or None
+    if merchant.client_id:  # its own NAVER merchant: only its own chain id, if any
+        chain_id, onetime_chain_id = own_chain, None
+    else:
+        chain_id, onetime_chain_id = own_chain or base.chain_id, base.onetime_chain_id
     return replace(base, api_base=merchant.api_base or base.api_base,
                    partner_id=merchant.partner_id or base.partner_id,
                    client_id=merchant.client_id or base.client_id,
-                   chain_id=merchant.chain_id or base.chain_id, client_secret=secret)
+                   chain_id=chain_id, onetime_chain_id=onetime_chain_id, client_secret=secret)
 
 
 @dataclass
@@ -52,7 +64,7 @@ class Runtime:
         """One client per distinct merchant configuration, created once."""
         config = merchant_config(self.settings.naverpay, merchant)
         key = (config.api_base, config.partner_id, config.client_id, config.chain_id,
-               config.client_secret)
+               config.onetime_chain_id, config.client_secret)
         with self._lock:
             if key not in self._clients:
                 from worker.metrics import observe_naverpay

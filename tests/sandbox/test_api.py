@@ -216,13 +216,16 @@ def test_both_default_chain_ids_are_accepted(naver: Naver, chain):
     assert reply.json()["code"] == "Success"
 
 
-def test_unknown_or_missing_chain_id_is_invalid_merchant(naver: Naver):
+def test_unknown_chain_id_is_invalid_merchant_and_a_missing_one_only_when_required(naver: Naver):
     reply = naver.call("recurrent/v1/list", json={"recurrentId": "x"},
                        headers={"X-NaverPay-Chain-Id": "someone-else"})
     assert (reply.status_code, reply.json()["code"]) == (200, "InvalidMerchant")
     bare = {k: v for k, v in HEADERS.items() if k != "X-NaverPay-Chain-Id"}
     url = "/naverpay-partner/naverpay/payments/recurrent/v1/list"
-    assert naver.http.post(url, json={}, headers=bare).json()["code"] == "InvalidMerchant"
+    assert naver.http.post(url, json={"recurrentId": "x"}, headers=bare).json()["code"] == "Success"
+    naver.control("config", {"requireChainId": True})
+    refused = naver.http.post(url, json={"recurrentId": "x"}, headers=bare)
+    assert (refused.status_code, refused.json()["code"]) == (200, "InvalidMerchant")
 
 
 @pytest.mark.parametrize(("mode", "status"), [("503", 503), ("MaintenanceOngoing", 200)])

@@ -24,9 +24,17 @@ def test_options_accept_snake_and_camel_case():
     assert shown["reserveWindowSeconds"] == 5.0 and shown["chainIds"] == ["mine"]
 
 
+def test_require_chain_id_is_off_by_default_and_switchable():
+    assert options.SandboxConfig().require_chain_id is False
+    config = options.from_options({"requireChainId": "on"})
+    assert config.require_chain_id is True and options.to_json(config)["requireChainId"] is True
+    assert options.from_options({"require_chain_id": False}).require_chain_id is False
+
+
 @pytest.mark.parametrize("changes", [{"nope": 1}, {"badCredentials": "403"},
                                      {"minAmount": -1}, {"cancelNotCompleteRate": 1.5},
-                                     {"storeNonFinal": "maybe"}, {"chainIds": []}])
+                                     {"storeNonFinal": "maybe"}, {"chainIds": []},
+                                     {"requireChainId": "maybe"}])
 def test_bad_options_are_refused(changes):
     with pytest.raises(options.ConfigError):
         options.from_options(changes)

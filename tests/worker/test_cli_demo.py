@@ -55,6 +55,27 @@ def test_sandbox_command_serves_the_sandbox():
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=0.5)
                    .json() == {"ok": True}, timeout=15, what="npay-billing sandbox")
+        shown = httpx.get(f"http://127.0.0.1:{port}/_sandbox/config").json()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    assert shown["requireChainId"] is False  # calls without a chain id are accepted
+
+
+def test_sandbox_command_chain_id_options():
+    """`npay-billing sandbox --require-chain-id --chain-id ID` (what SANDBOX_ARGS may pass)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from worker.cli import main; main()", "sandbox", "--port", str(port),
+         "--auto-register", "--require-chain-id", "--chain-id", "group-a", "--chain-id", "group-b"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=0.5)
+                   .json() == {"ok": True}, timeout=15, what="npay-billing sandbox")
+        shown = httpx.get(f"http://127.0.0.1:{port}/_sandbox/config").json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert (shown["requireChainId"], shown["chainIds"], shown["autoRegister"]) == (
+        True, ["group-a", "group-b"], True)
+

@@ -21,13 +21,17 @@ class NaverPayConfig:
     Defaults point at the local sandbox with its built-in credentials. ``chain_id`` is the
     recurrent chain id; one-time payments (apply, and cancels of one-time payments) use
     ``onetime_chain_id`` when set, else ``chain_id`` (NAVER issues separate chain ids).
+
+    Chain ids are optional: NAVER issues them to group-type merchants only ("Chain ID는 그룹
+    타입 가맹점에만 발급", integration guide 2-2). ``None`` (the default) sends no
+    ``X-NaverPay-Chain-Id`` header at all; an empty string is refused rather than sent.
     """
 
     api_base: str = "http://127.0.0.1:8055"
     partner_id: str = "naverpay-partner"
     client_id: str = "sandbox-client-id"
     client_secret: str = field(default="sandbox-client-secret", repr=False)
-    chain_id: str = "sandbox-recurrent-chain-id"
+    chain_id: str | None = None
     onetime_chain_id: str | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
@@ -41,17 +45,21 @@ class NaverPayConfig:
             raise ValueError(f"api_base must start with http:// or https://, got {self.api_base!r}")
         # A trailing slash would produce '//' in every URL; normalise instead of failing.
         object.__setattr__(self, "api_base", self.api_base.rstrip("/"))
-        for name in ("partner_id", "client_id", "client_secret", "chain_id"):
+        for name in ("partner_id", "client_id", "client_secret"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
+        for name in ("chain_id", "onetime_chain_id"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ValueError(f"{name} must be None (no chain id) or a non-empty id")
         for name in ("connect_timeout", "read_timeout", "approval_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
 
     @property
-    def effective_onetime_chain_id(self) -> str:
-        """The chain id sent with one-time payment APIs."""
+    def effective_onetime_chain_id(self) -> str | None:
+        """The chain id sent with one-time payment APIs (None: no header)."""
         return self.onetime_chain_id or self.chain_id
 
     @classmethod
@@ -71,12 +79,19 @@ class NaverPayConfig:
             partner_id=text("NAVERPAY_PARTNER_ID", base.partner_id),
             client_id=text("NAVERPAY_CLIENT_ID", base.client_id),
             client_secret=text("NAVERPAY_CLIENT_SECRET", base.client_secret),
-            chain_id=text("NAVERPAY_CHAIN_ID", base.chain_id),
-            onetime_chain_id=environ.get("NAVERPAY_ONETIME_CHAIN_ID") or None,
+            chain_id=_optional(environ.get("NAVERPAY_CHAIN_ID")),
+            onetime_chain_id=_optional(environ.get("NAVERPAY_ONETIME_CHAIN_ID")),
             connect_timeout=seconds("NAVERPAY_CONNECT_TIMEOUT", base.connect_timeout),
             read_timeout=seconds("NAVERPAY_READ_TIMEOUT", base.read_timeout),
             approval_timeout=seconds("NAVERPAY_APPROVAL_TIMEOUT", base.approval_timeout),
         )
+
+
+def _optional(text: str | None) -> str | None:
+    """An optional id from the environment: unset, empty or blank means none."""
+    if text is None:
+        return None
+    return text.strip() or None
 
 
 def _parse_seconds(var: str, text: str) -> float:

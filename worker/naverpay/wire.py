@@ -128,7 +128,9 @@ class Wire:
     def _build(self, api: Api, fields: Mapping[str, object], key: str | None) -> httpx.Request:
         chain = self._config.effective_onetime_chain_id if api.onetime_chain else \
             self._config.chain_id
-        headers = {"X-NaverPay-Chain-Id": chain}
+        headers: dict[str, str] = {}
+        if chain is not None:  # only group-type merchants have one; otherwise no header at all
+            headers["X-NaverPay-Chain-Id"] = chain
         if key is not None:
             headers["X-NaverPay-Idempotency-Key"] = key
         timeout = self._long if api.long_timeout else self._short

@@ -138,6 +138,54 @@ def test_onetime_chain_falls_back_to_the_recurrent_chain() -> None:
     assert naver.last.headers["X-NaverPay-Chain-Id"] == "chain-recurrent"
 
 
+# -- chain id: optional, NAVER issues one to group-type merchants only -------------------------
+
+@pytest.mark.parametrize("call", CALLS, ids=lambda c: c.method)
+def test_without_a_chain_id_no_chain_header_is_sent(call: Call) -> None:
+    client, naver = make_client(ok(call.body), chain_id=None, onetime_chain_id=None)
+
+    call.invoke(client)
+
+    assert "X-NaverPay-Chain-Id" not in naver.last.headers
+    assert naver.last.headers["X-Naver-Client-Id"] == "unit-client"
+
+
+def test_the_default_config_sends_no_chain_header() -> None:
+    call = CALLS_BY_METHOD["reserve_payment"]
+    client, naver = make_client(ok(call.body), chain_id=NaverPayConfig().chain_id,
+                                onetime_chain_id=NaverPayConfig().onetime_chain_id)
+
+    call.invoke(client)
+
+    assert "x-naverpay-chain-id" not in {name.lower() for name in naver.last.headers}
+
+
+def test_a_onetime_chain_id_alone_goes_only_with_onetime_apis() -> None:
+    apply, approve = CALLS_BY_METHOD["apply_payment"], CALLS_BY_METHOD["approve_payment"]
+    client, naver = make_client(ok(apply.body), ok(approve.body), chain_id=None,
+                                onetime_chain_id="chain-onetime")
+
+    apply.invoke(client)
+    onetime = naver.last.headers.get("X-NaverPay-Chain-Id")
+    approve.invoke(client)
+    recurrent = naver.last.headers.get("X-NaverPay-Chain-Id")
+
+    assert (onetime, recurrent) == ("chain-onetime", None)
+
+
+def test_a_configured_chain_id_is_sent_on_recurrent_and_onetime_apis() -> None:
+    apply, approve = CALLS_BY_METHOD["apply_payment"], CALLS_BY_METHOD["approve_payment"]
+    client, naver = make_client(ok(approve.body), ok(apply.body), chain_id="group-chain",
+                                onetime_chain_id=None)
+
+    approve.invoke(client)
+    recurrent = naver.last.headers.get("X-NaverPay-Chain-Id")
+    apply.invoke(client)
+    onetime = naver.last.headers.get("X-NaverPay-Chain-Id")
+
+    assert (recurrent, onetime) == ("group-chain", "group-chain")
+
+
 def test_cancel_not_complete_is_a_pending_cancellation_not_an_error() -> None:
     client, _ = make_client(httpx.Response(200, json=envelope(
         "CancelNotComplete", {"paymentId": "20261128NP0000000001", "payHistId": ""})))

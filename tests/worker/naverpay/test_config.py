@@ -16,8 +16,9 @@ def test_defaults_point_at_the_local_sandbox() -> None:
     assert config.partner_id == "naverpay-partner"
     assert (config.client_id, config.client_secret) == ("sandbox-client-id",
                                                          "sandbox-client-secret")
-    assert config.chain_id == "sandbox-recurrent-chain-id"
-    assert config.effective_onetime_chain_id == "sandbox-recurrent-chain-id"
+    # Chain ids are issued to group-type merchants only: none by default, no header sent.
+    assert (config.chain_id, config.onetime_chain_id) == (None, None)
+    assert config.effective_onetime_chain_id is None
     assert (config.connect_timeout, config.read_timeout, config.approval_timeout) == (3, 10, 60)
     assert config.max_body_bytes == 1_048_576
 
@@ -48,6 +49,18 @@ def test_unset_or_empty_variables_keep_the_defaults() -> None:
     assert NaverPayConfig.from_env({}) == NaverPayConfig()
 
 
+def test_blank_chain_id_variables_mean_no_chain_id() -> None:
+    config = NaverPayConfig.from_env({"NAVERPAY_CHAIN_ID": "  ", "NAVERPAY_ONETIME_CHAIN_ID": ""})
+
+    assert (config.chain_id, config.onetime_chain_id) == (None, None)
+
+
+def test_a_onetime_chain_id_alone_applies_to_onetime_apis_only() -> None:
+    config = NaverPayConfig.from_env({"NAVERPAY_ONETIME_CHAIN_ID": "one-chain"})
+
+    assert (config.chain_id, config.effective_onetime_chain_id) == (None, "one-chain")
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-3", "nan", "inf", "10s"])
 def test_bad_numbers_name_the_variable_and_the_value(value: str) -> None:
     with pytest.raises(ValueError, match=f"NAVERPAY_APPROVAL_TIMEOUT.*{value!r}"):
@@ -59,6 +72,10 @@ def test_bad_values_are_refused() -> None:
         NaverPayConfig(api_base="127.0.0.1:8055")
     with pytest.raises(ValueError, match="client_id"):
         NaverPayConfig(client_id="")
+    with pytest.raises(ValueError, match="chain_id must be None"):
+        NaverPayConfig(chain_id="")  # an empty header would be sent; None means no chain id
+    with pytest.raises(ValueError, match="onetime_chain_id"):
+        NaverPayConfig(onetime_chain_id=" ")
     with pytest.raises(ValueError, match="max_body_bytes"):
         NaverPayConfig(max_body_bytes=0)
 

@@ -287,6 +287,32 @@ def test_a_wrong_chain_id_is_invalid_merchant(sandbox_url: str, control: Sandbox
     assert info.value.code == "InvalidMerchant"
 
 
+# -- the optional chain id (NAVER issues one to group-type merchants only) ---------------------
+
+def test_reserve_and_approve_without_a_chain_id(sandbox_url: str,
+                                                control: SandboxControl) -> None:
+    recurrent_id = control.register()
+    with sandbox_client(sandbox_url, chain_id=None, onetime_chain_id=None) as plain:
+        reservation, approval = charge(plain, recurrent_id)
+
+    assert approval.detail is not None and approval.detail.admission_state == "SUCCESS"
+    assert control.payment(reservation.payment_id)["state"] == "APPROVED"
+
+
+def test_a_sandbox_requiring_a_chain_id_shows_none_is_sent_unless_configured(
+        sandbox_url: str, control: SandboxControl) -> None:
+    control.configure(requireChainId=True, chainIds=["group-chain"])
+    recurrent_id = control.register()
+
+    with sandbox_client(sandbox_url) as plain, pytest.raises(AuthenticationError) as info:
+        reserve(plain, recurrent_id)
+    with sandbox_client(sandbox_url, chain_id="group-chain") as group:
+        reservation, _ = charge(group, recurrent_id)
+
+    assert info.value.code == "InvalidMerchant"
+    assert control.payment(reservation.payment_id)["state"] == "APPROVED"
+
+
 @pytest.mark.parametrize("mode,status", [("503", 503), ("MaintenanceOngoing", 200)])
 def test_maintenance_is_transient(client: NaverPayClient, control: SandboxControl, mode: str,
                                   status: int) -> None:
