@@ -1,0 +1,487 @@
+"""The world a property example runs in: an SQLite file, a hand-moved clock, the scripted NAVER,
+the project's own walk and charge engine, and the invariants checked after every step.
+
+A :class:`Scenario` is plain data (hypothesis draws it; a regression test writes one by hand):
+subscriptions, the merchant's policy, NAVER's scripts per API, a list of steps (walks at
+advancing times, deliveries and duplicate deliveries of the charge messages the walk enqueued,
+lost messages, SQL pauses, cancels, resumes, cron and amount changes, broken and fixed
+credentials) and events fired inside a run at its n-th sleep (a cancel or pause between two
+tries of one call, or the worker dying there). :func:`run_scenario` plays it, then heals NAVER
+and keeps walking and delivering with time advancing, and returns the invariant violations.
+
+Invariants (each violation is a string starting with its letter):
+
+(a) at most one approved payment per (subscription, cycle) at NAVER;
+(b) no approval request reaches NAVER while the subscription is not active (as committed in
+    the database when the request arrives);
+(c) after NAVER healed and enough walks and runs: every charge is final or surfaced to a human
+    (``surfaced_at``), no subscription is left ``revoking``;
+(d) no final action (expire, ``revoking``/``revoked``, a final-action pause), no customer
+    notification (``charge.final_failure``, ``charge.attempt_failed``) and no consumed attempt
+    comes from anything but NAVER declining the customer's means for that attempt;
+(e) the walk never raises (and a charge run or an expire task never raises either);
+(f) the amount NAVER approved equals the subscription's amount when the charge was created;
+(g) NAVER's ledger and ours agree: money NAVER took is never on a charge we call canceled,
+    failed or skipped, and at the end every approval is a succeeded charge with that
+    paymentId and every succeeded charge has its approval at NAVER.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import shutil
+import sqlite3
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from models import FINAL_CHARGE_STATUSES, make_engine, make_session_factory
+from scheduler.walk import WalkConfig, walk
+from tests.property.fake_naver import (
+    APPROVAL_TIMEOUT,
+    BASE,
+    CHAIN_ID,
+    CLIENT_ID,
+    GOOD_SECRET,
+    PARTNER,
+    READ_TIMEOUT,
+    Crash,
+    FakeNaver,
+)
+from worker.charging import ChargeEngine, process_charge
+from worker.finalize import expire_registration
+from worker.naverpay.client import NaverPayClient
+from worker.naverpay.config import NaverPayConfig
+
+T0 = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+HEAL_ROUND = timedelta(seconds=60)
+HEAL_ROUNDS = 45  # 45 minutes of simulated time with NAVER healthy and workers delivering
+FINAL = {str(s) for s in FINAL_CHARGE_STATUSES}
+
+Step = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SubSpec:
+    cron: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 3
+    retry_delays: str = "30s,1m"
+    final_action: str = "expire"
+    missed_cycles: str = "latest"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    subs: tuple[SubSpec, ...]
+    policy: Policy = Policy()
+    reserve: tuple[str, ...] = ()
+    approve: tuple[str, ...] = ()
+    history: tuple[str, ...] = ()
+    expire: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+    sleep_events: tuple[tuple[int, str], ...] = ()  # (n-th sleep of the whole example, action)
+    seed: int = 0
+
+
+# --- the database template ------------------------------------------------------------------
+
+_TEMPLATE: Path | None = None
+
+
+def template_db() -> Path:
+    """One migrated SQLite file per process; each example copies it (migrating is slow)."""
+    global _TEMPLATE
+    if _TEMPLATE is None or not _TEMPLATE.exists():
+        from models.migrate import upgrade
+
+        folder = Path(tempfile.mkdtemp(prefix="npay-prop-template-"))
+        path = folder / "template.db"
+        upgrade(f"sqlite:///{path}")
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.close()
+        _TEMPLATE = path
+    return _TEMPLATE
+
+
+# --- the world ------------------------------------------------------------------------------
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class World:
+    """One example's database, clock, NAVER, engine and bookkeeping."""
+
+    def __init__(self, scenario: Scenario, folder: Path) -> None:
+        self.scenario = scenario
+        path = folder / "npay.db"
+        shutil.copyfile(template_db(), path)
+        self.db = make_engine(f"sqlite:///{path}")
+        self.sessions = make_session_factory(self.db)
+        self.clock = Clock()
+        self.fake = FakeNaver(clock=self.clock, advance=self.advance,
+                              subscription_status=self.status_of_registration, on_dup=self._dup,
+                              scripts={"reserve": list(scenario.reserve), "approve": list(scenario.approve),
+                                       "history": list(scenario.history), "expire": list(scenario.expire)})
+        self.transport = httpx.MockTransport(self.fake)
+        self.secret = GOOD_SECRET
+        self.clients: dict[str, NaverPayClient] = {}
+        self.engine = ChargeEngine(sessions=self.sessions, client_for=self.client_for, clock=self.clock,
+                                   sleep=self.sleep, lease=LEASE, rng=random.Random(scenario.seed))
+        self.walk_config = WalkConfig(lease=LEASE, batch_size=50, missed_grace=timedelta(minutes=30))
+        self.queue: list[int] = []
+        self.delivered: list[int] = []
+        self.expected_amount: dict[int, int] = {}
+        self.amounts: dict[int, int] = {}
+        self.sql_status: dict[int, str] = {}
+        self.rids: dict[str, int] = {}
+        self.violations: list[str] = []
+        self.trace: list[str] = []
+        self.owners = itertools.count(1)
+        self.sleep_events = dict(scenario.sleep_events)
+        self.sleeps = 0
+        self.running: list[int] = []
+        self.healing = False
+        self._checked_requests = 0
+        self._setup()
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.db.dispose()
+
+    # -- setup, SQL as an operator writes it -------------------------------------------------
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        with self.db.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return list(result) if result.returns_rows else []
+
+    def _setup(self) -> None:
+        p = self.scenario.policy
+        self.sql("UPDATE merchants SET retry_delays = :d, max_attempts = :m, final_action = :f, "
+                 "missed_cycles = :mc, webhook_url = 'http://merchant.test/hook', webhook_secret = 's', "
+                 "notify_email = 1, notify_on = 'final_failure,attempt_failed,succeeded', "
+                 "min_cycle_interval = '1s' WHERE id = 1",
+                 d=p.retry_delays, m=p.max_attempts, f=p.final_action, mc=p.missed_cycles)
+        for i, spec in enumerate(self.scenario.subs):
+            rid = f"20261128RE{i:010d}ZProp"
+            self.sql("INSERT INTO subscriptions (recurrent_id, merchant_user_id, customer_email, product_code, "
+                     "product_name, amount, cron, created_at, updated_at) VALUES (:r, :u, :e, 'PLAN', '구독', "
+                     ":a, :c, :t, :t)", r=rid, u=f"user-{i}", e=f"c{i}@example.com", a=spec.amount,
+                     c=spec.cron, t=T0.replace(tzinfo=None))
+            sub_id = self.sql("SELECT id FROM subscriptions WHERE recurrent_id = :r", r=rid)[0][0]
+            self.rids[rid] = sub_id
+            self.amounts[sub_id] = spec.amount
+            self.sql_status[sub_id] = "active"
+
+    def sub_ids(self) -> list[int]:
+        return sorted(self.amounts)
+
+    # -- collaborators injected into the project's code ----------------------------------------
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+
+    def client_for(self, _merchant: Any) -> NaverPayClient:
+        """Looked up on every call: fixing the credentials takes effect without a restart."""
+        if self.secret not in self.clients:
+            config = NaverPayConfig(api_base=BASE, partner_id=PARTNER, client_id=CLIENT_ID,
+                                    client_secret=self.secret, chain_id=CHAIN_ID,
+                                    approval_timeout=APPROVAL_TIMEOUT, read_timeout=READ_TIMEOUT)
+            self.clients[self.secret] = NaverPayClient(config, transport=self.transport)
+        return self.clients[self.secret]
+
+    def sleep(self, seconds: float) -> None:
+        """Time passes while a run sleeps; a scripted event may happen right then."""
+        self.advance(seconds)
+        index, self.sleeps = self.sleeps, self.sleeps + 1
+        action = None if self.healing else self.sleep_events.get(index)
+        if action is None or not self.running:
+            return
+        self.trace.append(f"  sleep #{index}: {action}")
+        if action == "crash":
+            raise Crash(f"worker died in sleep #{index}")
+        sub_id = self.sub_of_charge(self.running[-1])
+        self.set_status(sub_id, action)
+
+    def status_of_registration(self, recurrent_id: str) -> str | None:
+        rows = self.sql("SELECT status FROM subscriptions WHERE recurrent_id = :r", r=recurrent_id)
+        return rows[0][0] if rows else None
+
+    def sub_of_charge(self, charge_id: int) -> int:
+        return int(self.sql("SELECT subscription_id FROM charges WHERE id = :i", i=charge_id)[0][0])
+
+    def set_status(self, sub_id: int, action: str) -> None:
+        """pause / cancel / resume, as an operator does it in SQL (only from sensible states)."""
+        target, sources = {"pause": ("paused", ("active",)), "cancel": ("canceled", ("active", "paused")),
+                           "resume": ("active", ("paused",))}[action]
+        current = self.sql("SELECT status FROM subscriptions WHERE id = :i", i=sub_id)[0][0]
+        if current not in sources:
+            return
+        self.sql("UPDATE subscriptions SET status = :s WHERE id = :i", s=target, i=sub_id)
+        self.sql_status[sub_id] = target
+
+    def _dup(self, payment_id: str, stale: bool) -> None:
+        """A second worker runs the same charge while NAVER handles this run's request; with
+        ``stale`` the first run has overstayed its lease meanwhile."""
+        rows = self.sql("SELECT id FROM charges WHERE payment_id = :p", p=payment_id)
+        if not rows:
+            return
+        if stale:
+            self.clock.now += LEASE + timedelta(seconds=1)
+        self.trace.append(f"  duplicate run of charge {rows[0][0]} (stale={stale})")
+        self.deliver(rows[0][0])
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def walk(self) -> None:
+        try:
+            report = walk(self.sessions, self.clock(), self.walk_config)
+        except Exception as exc:  # noqa: BLE001 - invariant (e)
+            self.violations.append(f"(e) the walk raised {type(exc).__name__}: {exc}")
+            return
+        for charge_id in report.new_charge_ids:
+            sub_id = self.sub_of_charge(charge_id)
+            self.expected_amount[charge_id] = self.amounts[sub_id]
+        self.queue += report.charge_ids
+        for sub_id in report.revoking_subscription_ids:
+            self.expire(sub_id)
+
+    def deliver(self, charge_id: int) -> None:
+        owner = f"worker-{next(self.owners)}"
+        self.delivered.append(charge_id)
+        self.running.append(charge_id)
+        try:
+            out = process_charge(self.engine, charge_id, owner)
+        except Crash as crash:
+            self.trace.append(f"  {owner} died on charge {charge_id}: {crash}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a task that raises is retried blindly by Celery
+            self.violations.append(f"(e) process_charge({charge_id}) raised {type(exc).__name__}: {exc}")
+            return
+        finally:
+            self.running.pop()
+        self.trace.append(f"  {owner} ran charge {charge_id}: {out.status}{' (busy)' if out.busy else ''}")
+        if out.expire_subscription_id is not None:
+            self.expire(out.expire_subscription_id)
+
+    def expire(self, sub_id: int) -> None:
+        try:
+            expire_registration(self.sessions, self.client_for, sub_id, self.clock, self.sleep)
+        except Crash:
+            return
+        except Exception as exc:  # noqa: BLE001
+            self.violations.append(f"(e) expire_registration({sub_id}) raised {type(exc).__name__}: {exc}")
+
+    def deliver_all(self, bound: int = 30) -> None:
+        for _ in range(bound):
+            if not self.queue:
+                return
+            self.deliver(self.queue.pop(0))
+
+    def apply(self, step: Step) -> None:
+        name, *args = step
+        self.trace.append(f"{self.clock().isoformat()} {step}")
+        subs = self.sub_ids()
+        if name == "walk":
+            self.advance(args[0])
+            self.walk()
+        elif name == "advance":
+            self.advance(args[0])
+        elif name == "deliver":
+            if self.queue:
+                self.deliver(self.queue.pop(args[0] % len(self.queue)))
+        elif name == "deliver_all":
+            self.deliver_all()
+        elif name == "redeliver":  # a duplicate message for a charge already delivered once
+            if self.delivered:
+                self.deliver(self.delivered[args[0] % len(self.delivered)])
+        elif name == "lose":  # a lost message: only the walk can find that charge again
+            if self.queue:
+                self.queue.pop(args[0] % len(self.queue))
+        elif name in ("pause", "cancel", "resume"):
+            self.set_status(subs[args[0] % len(subs)], name)
+        elif name == "cron":
+            self.sql("UPDATE subscriptions SET cron = :c WHERE id = :i", c=args[1], i=subs[args[0] % len(subs)])
+        elif name == "amount":
+            sub_id = subs[args[0] % len(subs)]
+            self.sql("UPDATE subscriptions SET amount = :a WHERE id = :i", a=args[1], i=sub_id)
+            self.amounts[sub_id] = args[1]
+        elif name == "break_creds":
+            self.secret = "prop-secret-rotated-and-wrong"
+        elif name == "fix_creds":
+            self.secret = GOOD_SECRET
+        else:  # pragma: no cover
+            raise AssertionError(f"unknown step {step!r}")
+
+    def heal(self) -> None:
+        """NAVER answers truthfully from now on, credentials are right, nothing is injected any
+        more; walks run with time advancing and every enqueued charge is delivered."""
+        self.trace.append(f"{self.clock().isoformat()} heal")
+        self.healing, self.fake.healed, self.secret = True, True, GOOD_SECRET
+        for _ in range(HEAL_ROUNDS):
+            self.advance(HEAL_ROUND.total_seconds())
+            for _ in range(5):
+                self.walk()
+                if not self.queue:
+                    break
+                self.deliver_all(bound=200)
+            self.check()
+            if self.violations or self.settled():
+                return
+
+    def settled(self) -> bool:
+        open_charges = self._open_charges()
+        revoking = self.sql("SELECT count(*) FROM subscriptions WHERE status = 'revoking'")[0][0]
+        return not open_charges and not revoking and not self.fake.late
+
+    def _open_charges(self) -> list[tuple[Any, ...]]:
+        rows = self.sql("SELECT id, subscription_id, status, held_from, last_code, next_attempt_at, "
+                        "lease_until, surfaced_at FROM charges ORDER BY id")
+        return [tuple(r) for r in rows if r[2] not in FINAL and r[7] is None]
+
+    # -- invariants --------------------------------------------------------------------------
+
+    def check(self, final: bool = False) -> None:
+        self.fake.land_due()
+        fake = self.fake
+        charges = {r[0]: r for r in self.sql(
+            "SELECT id, subscription_id, merchant_pay_id, status, payment_id, attempt_count, amount "
+            "FROM charges")}
+        by_mpid = {r[2]: r for r in charges.values()}
+        v = self.violations
+
+        # (a) one approval per (subscription, cycle)
+        per_cycle = Counter(e.merchant_pay_id.rsplit("-", 1)[0] for e in fake.approvals)
+        for base, n in per_cycle.items():
+            if n > 1:
+                v.append(f"(a) NAVER approved {n} payments for cycle {base} (charge "
+                         f"{by_mpid[base][0] if base in by_mpid else '?'})")
+
+        # (b) no approval request while the subscription is not active
+        for req in fake.approval_requests[self._checked_requests:]:
+            if req.subscription_status != "active":
+                charge = by_mpid.get(req.merchant_pay_id.rsplit("-", 1)[0])
+                v.append(f"(b) an approval of payment {req.payment_id} (charge {charge[0] if charge else '?'}) "
+                         f"reached NAVER at {req.at.isoformat()} while the subscription was "
+                         f"{req.subscription_status}")
+        self._checked_requests = len(fake.approval_requests)
+
+        # (f) approved amount = the subscription's amount when the charge was created;
+        # (g) money taken never sits on a charge we gave up on
+        for event in fake.approvals:
+            charge = by_mpid.get(event.merchant_pay_id.rsplit("-", 1)[0])
+            if charge is None:
+                v.append(f"(g) NAVER approved {event.payment_id} for no charge of ours")
+                continue
+            expected = self.expected_amount.get(charge[0])
+            if expected is not None and event.amount != expected:
+                v.append(f"(f) NAVER approved {event.amount} won on charge {charge[0]}, but the subscription's "
+                         f"amount was {expected} won when the charge was created")
+            if charge[3] in ("canceled", "failed", "skipped"):
+                v.append(f"(g) NAVER took {event.amount} won ({event.payment_id}, at {event.at.isoformat()}) "
+                         f"but charge {charge[0]} is {charge[3]}")
+        for charge_id, expected in self.expected_amount.items():
+            if charges[charge_id][6] != expected:
+                v.append(f"(f) charge {charge_id} was created for {charges[charge_id][6]} won, the subscription "
+                         f"said {expected} won")
+
+        # (d) attempts, customer notices and final actions only from the customer's declines
+        declined = fake.customer_declines
+        for charge_id, _sub, mpid, status, _pid, attempts, _amount in charges.values():
+            for k in range(1, attempts):
+                if f"{mpid}-{k}" not in declined:
+                    why = " (NAVER answered TimeExpired: our own delay)" if f"{mpid}-{k}" in fake.expired_answers \
+                        else ""
+                    v.append(f"(d) charge {charge_id} consumed attempt {k} without a customer decline{why}")
+        for event, charge_id, dedupe in self.sql(
+                "SELECT event, charge_id, dedupe_key FROM notifications WHERE event IN "
+                "('charge.final_failure', 'charge.attempt_failed')"):
+            attempt = int(dedupe.rsplit(":", 1)[1])
+            mpid = charges[charge_id][2]
+            if f"{mpid}-{attempt}" not in declined:
+                v.append(f"(d) {event} notice for charge {charge_id} attempt {attempt}, which NAVER never "
+                         "declined for the customer's means")
+        for sub_id, status, reason in self.sql("SELECT id, status, revoke_reason FROM subscriptions"):
+            final_action = (status in ("revoking", "revoked") and reason == "final_failure") or \
+                (status == "paused" and self.sql_status[sub_id] != "paused")
+            if not final_action:
+                continue
+            legit = [c for c in charges.values() if c[1] == sub_id and c[3] == "failed"
+                     and f"{c[2]}-{c[5]}" in declined]
+            if not legit:
+                v.append(f"(d) subscription {sub_id} is {status} ({reason or 'final action'}) without a failed "
+                         "charge whose last attempt NAVER declined for the customer's means")
+        for rid in fake.expired:
+            sub_id = self.rids[rid]
+            if self.sql_status[sub_id] != "canceled" and not [
+                    c for c in charges.values() if c[1] == sub_id and c[3] == "failed"
+                    and f"{c[2]}-{c[5]}" in declined]:
+                v.append(f"(d) NAVER was asked to expire subscription {sub_id}'s registration without a "
+                         "customer decline or a merchant cancel")
+
+        if not final:
+            return
+        # (c) everything ended, or was surfaced to a human
+        for row in self._open_charges():
+            v.append(f"(c) charge {row[0]} (subscription {row[1]}) is still {row[2]} after NAVER healed "
+                     f"(held_from={row[3]}, last_code={row[4]}, next_attempt_at={row[5]}, "
+                     f"lease_until={row[6]})")
+        for (sub_id,) in self.sql("SELECT id FROM subscriptions WHERE status = 'revoking'"):
+            v.append(f"(c) subscription {sub_id} is still revoking after NAVER healed")
+        # (g) the two ledgers agree
+        approved = {e.payment_id: e for e in fake.approvals}
+        for event in fake.approvals:
+            charge = by_mpid.get(event.merchant_pay_id.rsplit("-", 1)[0])
+            if charge is not None and (charge[3] not in ("succeeded", "amount_mismatch")
+                                       or charge[4] != event.payment_id):
+                v.append(f"(g) NAVER approved {event.payment_id} but charge {charge[0]} is {charge[3]} "
+                         f"with payment {charge[4]}")
+        for charge_id, _sub, _mpid, status, payment_id, _att, _amount in charges.values():
+            if status == "succeeded" and payment_id not in approved:
+                v.append(f"(g) charge {charge_id} is succeeded but NAVER approved no payment {payment_id}")
+
+
+def run_scenario(scenario: Scenario) -> World:
+    """Play ``scenario`` step by step (invariants after each), heal, check the end state."""
+    folder = Path(tempfile.mkdtemp(prefix="npay-prop-"))
+    world = World(scenario, folder)
+    try:
+        world.walk()  # the first walk schedules every subscription
+        for step in scenario.steps:
+            world.apply(step)
+            world.check()
+            if world.violations:
+                return world
+        world.heal()
+        if not world.violations:
+            world.check(final=True)
+        return world
+    finally:
+        world.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def explain(world: World) -> str:
+    """A failure message: the violations, then what happened."""
+    return "\n".join(["invariant violations:", *world.violations, "", "trace:", *world.trace[-60:]])
