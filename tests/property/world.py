@@ -41,8 +41,9 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
-from models import FINAL_CHARGE_STATUSES, make_engine, make_session_factory
+from models import FINAL_CHARGE_STATUSES, Charge, make_engine, make_session_factory
 from scheduler.walk import WalkConfig, walk
 from tests.property.fake_naver import (
     APPROVAL_TIMEOUT,
@@ -60,10 +61,11 @@ from worker.finalize import expire_registration
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.config import NaverPayConfig
 
-T0 = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+T0 = datetime(2026, 11, 28, 2, 59, 50, tzinfo=UTC)  # 10 s before every cron's first cycle
 LEASE = timedelta(seconds=60)
-HEAL_ROUND = timedelta(seconds=60)
-HEAL_ROUNDS = 45  # 45 minutes of simulated time with NAVER healthy and workers delivering
+# 36 minutes of simulated time with NAVER healthy and workers delivering, longer than any
+# backoff of the engine with this lease (held: 10 leases; stalled: 5 leases; retries: 1 min)
+HEAL_ROUNDS = (60, 60, 120, 120, 300, 300, 600, 600)
 FINAL = {str(s) for s in FINAL_CHARGE_STATUSES}
 
 Step = tuple[Any, ...]
@@ -96,26 +98,44 @@ class Scenario:
     seed: int = 0
 
 
-# --- the database template ------------------------------------------------------------------
+# --- the database ---------------------------------------------------------------------------
 
-_TEMPLATE: Path | None = None
+class _Database:
+    """One engine for the whole process, on a file each example replaces with a fresh copy of a
+    migrated template: SQLAlchemy's compiled-statement cache lives on the engine, and a new
+    engine per example would compile every statement of the walk and the engine again."""
 
-
-def template_db() -> Path:
-    """One migrated SQLite file per process; each example copies it (migrating is slow)."""
-    global _TEMPLATE
-    if _TEMPLATE is None or not _TEMPLATE.exists():
+    def __init__(self) -> None:
         from models.migrate import upgrade
 
-        folder = Path(tempfile.mkdtemp(prefix="npay-prop-template-"))
-        path = folder / "template.db"
-        upgrade(f"sqlite:///{path}")
-        conn = sqlite3.connect(path)
+        shm = Path("/dev/shm")
+        self.folder = Path(tempfile.mkdtemp(prefix="npay-prop-", dir=shm if shm.is_dir() else None))
+        self.template = self.folder / "template.db"
+        upgrade(f"sqlite:///{self.template}")
+        conn = sqlite3.connect(self.template)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
         conn.close()
-        _TEMPLATE = path
-    return _TEMPLATE
+        self.path = self.folder / "npay.db"
+        self.engine = make_engine(f"sqlite:///{self.path}")
+        self.sessions = make_session_factory(self.engine)
+
+    def fresh(self) -> tuple[sa.Engine, sessionmaker[Session]]:
+        self.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(self.template, self.path)
+        return self.engine, self.sessions
+
+
+_DATABASE: _Database | None = None
+
+
+def database() -> _Database:
+    global _DATABASE
+    if _DATABASE is None or not _DATABASE.template.exists():
+        _DATABASE = _Database()
+    return _DATABASE
 
 
 # --- the world ------------------------------------------------------------------------------
@@ -131,12 +151,9 @@ class Clock:
 class World:
     """One example's database, clock, NAVER, engine and bookkeeping."""
 
-    def __init__(self, scenario: Scenario, folder: Path) -> None:
+    def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
-        path = folder / "npay.db"
-        shutil.copyfile(template_db(), path)
-        self.db = make_engine(f"sqlite:///{path}")
-        self.sessions = make_session_factory(self.db)
+        self.db, self.sessions = database().fresh()
         self.clock = Clock()
         self.fake = FakeNaver(clock=self.clock, advance=self.advance,
                               subscription_status=self.status_of_registration, on_dup=self._dup,
@@ -161,6 +178,7 @@ class World:
         self.sleeps = 0
         self.running: list[int] = []
         self.healing = False
+        self.healed_at: datetime | None = None
         self._checked_requests = 0
         self._setup()
 
@@ -303,7 +321,11 @@ class World:
         name, *args = step
         self.trace.append(f"{self.clock().isoformat()} {step}")
         subs = self.sub_ids()
-        if name == "walk":
+        if name == "tick":  # time passes, beat runs the walk, the workers take its messages
+            self.advance(args[0])
+            self.walk()
+            self.deliver_all()
+        elif name == "walk":
             self.advance(args[0])
             self.walk()
         elif name == "advance":
@@ -339,8 +361,9 @@ class World:
         more; walks run with time advancing and every enqueued charge is delivered."""
         self.trace.append(f"{self.clock().isoformat()} heal")
         self.healing, self.fake.healed, self.secret = True, True, GOOD_SECRET
-        for _ in range(HEAL_ROUNDS):
-            self.advance(HEAL_ROUND.total_seconds())
+        self.healed_at = self.clock()
+        for seconds in HEAL_ROUNDS:
+            self.advance(seconds)
             for _ in range(5):
                 self.walk()
                 if not self.queue:
@@ -356,9 +379,14 @@ class World:
         return not open_charges and not revoking and not self.fake.late
 
     def _open_charges(self) -> list[tuple[Any, ...]]:
-        rows = self.sql("SELECT id, subscription_id, status, held_from, last_code, next_attempt_at, "
-                        "lease_until, surfaced_at FROM charges ORDER BY id")
-        return [tuple(r) for r in rows if r[2] not in FINAL and r[7] is None]
+        """Charges of cycles due before NAVER healed that are neither final nor surfaced (cycles
+        that fall during the heal are billed as usual; the last of them may still be running)."""
+        assert self.healed_at is not None
+        with self.sessions() as s:
+            rows = s.scalars(sa.select(Charge).where(Charge.status.not_in(FINAL), Charge.surfaced_at.is_(None),
+                                                     Charge.cycle_at <= self.healed_at).order_by(Charge.id))
+            return [(c.id, c.subscription_id, c.status, c.held_from, c.last_code, c.next_attempt_at,
+                     c.lease_until) for c in rows]
 
     # -- invariants --------------------------------------------------------------------------
 
@@ -464,8 +492,7 @@ class World:
 
 def run_scenario(scenario: Scenario) -> World:
     """Play ``scenario`` step by step (invariants after each), heal, check the end state."""
-    folder = Path(tempfile.mkdtemp(prefix="npay-prop-"))
-    world = World(scenario, folder)
+    world = World(scenario)
     try:
         world.walk()  # the first walk schedules every subscription
         for step in scenario.steps:
@@ -479,7 +506,27 @@ def run_scenario(scenario: Scenario) -> World:
         return world
     finally:
         world.close()
-        shutil.rmtree(folder, ignore_errors=True)
+
+
+def features(world: World) -> list[str]:
+    """What an example exercised (``hypothesis.event``s: ``--hypothesis-show-statistics``)."""
+    runs = [line for line in world.trace if " ran charge " in line]
+    found = {
+        "billed something": bool(runs),
+        "NAVER approved": bool(world.fake.approvals),
+        "a customer decline": bool(world.fake.customer_declines),
+        "a merchant-side fault": bool(world.fake.merchant_faults),
+        "a charge held": any(line.endswith(": held") for line in runs),
+        "a charge unknown": any(line.endswith(": unknown") for line in runs),
+        "a charge retry_wait": any(line.endswith(": retry_wait") for line in runs),
+        "a charge failed": any(line.endswith(": failed") for line in runs),
+        "a charge canceled": any(line.endswith(": canceled") for line in runs),
+        "a busy duplicate": any(line.endswith("(busy)") for line in runs),
+        "a worker died": any(" died " in line for line in world.trace),
+        "a late approval": bool(world.fake.late) or any("late" in t for t in world.scenario.approve),
+        "an expire": bool(world.fake.expired),
+    }
+    return [name for name, seen in found.items() if seen]
 
 
 def explain(world: World) -> str:
