@@ -137,6 +137,7 @@ class FakeNaver:
     idempotency: dict[tuple[str, str], tuple[int, bytes] | None] = field(default_factory=dict)
     expired: dict[str, datetime] = field(default_factory=dict)
     late: list[LateApproval] = field(default_factory=list)
+    landed_late: set[str] = field(default_factory=set)  # paymentIds approved after the client gave up
     approvals: list[ApprovalEvent] = field(default_factory=list)
     approval_requests: list[ApprovalRequest] = field(default_factory=list)
     customer_declines: set[str] = field(default_factory=set)  # merchantPayIds NAVER declined
@@ -297,6 +298,7 @@ class FakeNaver:
             payment.in_flight = False
             if payment.state == "RESERVED":
                 self._commit(payment)
+                self.landed_late.add(payment.payment_id)
                 doc = self._ok(self._approval_body(payment))
             else:
                 doc = self._fail("AlreadyComplete")

@@ -7,58 +7,75 @@ Each test draws scenarios (``strategies.scenarios``) of one family of faults, pl
 stateful NAVER, and requires that no invariant (``world`` module docstring, (a)-(g)) is ever
 violated, after any step, and that everything ends once NAVER heals.
 
+An example whose every violation is a known finding that still reproduces on this code
+(``findings.py``) does not fail the test: hypothesis goes on looking for anything else, and the
+test ends as an xfail naming the findings it met. Any other violation fails it.
+
 Profiles and figures: ``conftest.py`` and the README's testing section.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
+import pytest
 from hypothesis import event, given
 
+from tests.property.findings import excused_by
 from tests.property.strategies import Family, scenarios
 from tests.property.world import Scenario, explain, features, run_scenario
 
 
-def check(scenario: Scenario) -> None:
-    world = run_scenario(scenario)
-    for name in features(world):
-        event(name)
-    assert not world.violations, explain(world)
+def hold(family: Family, max_steps: int = 24) -> None:
+    """Every drawn scenario of ``family`` keeps every invariant (known findings excepted)."""
+    met: Counter[str] = Counter()
+
+    @given(scenarios(family, max_steps=max_steps))
+    def keeps_every_invariant(scenario: Scenario) -> None:
+        world = run_scenario(scenario)
+        for name in features(world):
+            event(name)
+        known = excused_by(world)
+        if known:
+            met.update(known)
+            event("excused: " + ", ".join(sorted(known)))
+            return
+        assert not world.violations, explain(world)
+
+    keeps_every_invariant()
+    if met:
+        pytest.xfail("examples met known findings (tests/property/findings.py): " +
+                     ", ".join(f"{tag} x{n}" for tag, n in sorted(met.items())))
 
 
-@given(scenarios(Family()))
-def test_core_faults_crashes_and_interleavings_keep_every_invariant(scenario: Scenario) -> None:
+def test_core_faults_crashes_and_interleavings_keep_every_invariant() -> None:
     """5xx before/after commit, drops, timeouts, garbled answers, declines, AlreadyOnGoing /
     AlreadyComplete, crashes before/after NAVER acted and in sleeps, duplicate and stale runs,
     lost and duplicated messages, SQL pauses/cancels/resumes, cron and amount changes."""
-    check(scenario)
+    hold(Family())
 
 
-@given(scenarios(Family(merchant_faults=True)))
-def test_merchant_side_faults_hold_and_resume_without_touching_the_customer(scenario: Scenario) -> None:
+def test_merchant_side_faults_hold_and_resume_without_touching_the_customer() -> None:
     """The core, plus 401, InvalidMerchant, InvalidParameter, unknown codes and broken then
     fixed credentials: never an attempt, a final action or a customer notice, and resumed."""
-    check(scenario)
+    hold(Family(merchant_faults=True))
 
 
-@given(scenarios(Family(late=True)))
-def test_late_approvals_are_never_lost_or_contradicted(scenario: Scenario) -> None:
+def test_late_approvals_are_never_lost_or_contradicted() -> None:
     """The core, plus approvals NAVER commits after the client stopped waiting."""
-    check(scenario)
+    hold(Family(late=True))
 
 
-@given(scenarios(Family(cancel_in_run=True)))
-def test_a_cancel_between_two_tries_of_a_call_wins(scenario: Scenario) -> None:
+def test_a_cancel_between_two_tries_of_a_call_wins() -> None:
     """The core, plus pauses and cancels landing while a run sleeps between two tries."""
-    check(scenario)
+    hold(Family(cancel_in_run=True))
 
 
-@given(scenarios(Family(bad_crons=True)))
-def test_the_walk_survives_crons_changed_to_anything(scenario: Scenario) -> None:
+def test_the_walk_survives_crons_changed_to_anything() -> None:
     """The core, plus crons changed by SQL to impossible dates, R, seconds-first, garbage."""
-    check(scenario)
+    hold(Family(bad_crons=True))
 
 
-@given(scenarios(Family(merchant_faults=True, late=True, cancel_in_run=True, bad_crons=True), max_steps=32))
-def test_everything_at_once(scenario: Scenario) -> None:
+def test_everything_at_once() -> None:
     """Every family of faults together (the soak run's main course)."""
-    check(scenario)
+    hold(Family(merchant_faults=True, late=True, cancel_in_run=True, bad_crons=True), max_steps=32)

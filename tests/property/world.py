@@ -172,6 +172,8 @@ class World:
         self.sql_status: dict[int, str] = {}
         self.rids: dict[str, int] = {}
         self.violations: list[str] = []
+        self.tags: dict[str, set[str]] = {}  # violation -> what it is known as (findings.py)
+        self.status_changes: list[tuple[datetime, int, str, str]] = []  # at, sub, status, by
         self.trace: list[str] = []
         self.owners = itertools.count(1)
         self.sleep_events = dict(scenario.sleep_events)
@@ -240,7 +242,7 @@ class World:
         if action == "crash":
             raise Crash(f"worker died in sleep #{index}")
         sub_id = self.sub_of_charge(self.running[-1])
-        self.set_status(sub_id, action)
+        self.set_status(sub_id, action, by="sleep")
 
     def status_of_registration(self, recurrent_id: str) -> str | None:
         rows = self.sql("SELECT status FROM subscriptions WHERE recurrent_id = :r", r=recurrent_id)
@@ -249,7 +251,7 @@ class World:
     def sub_of_charge(self, charge_id: int) -> int:
         return int(self.sql("SELECT subscription_id FROM charges WHERE id = :i", i=charge_id)[0][0])
 
-    def set_status(self, sub_id: int, action: str) -> None:
+    def set_status(self, sub_id: int, action: str, by: str = "step") -> None:
         """pause / cancel / resume, as an operator does it in SQL (only from sensible states)."""
         target, sources = {"pause": ("paused", ("active",)), "cancel": ("canceled", ("active", "paused")),
                            "resume": ("active", ("paused",))}[action]
@@ -258,6 +260,7 @@ class World:
             return
         self.sql("UPDATE subscriptions SET status = :s WHERE id = :i", s=target, i=sub_id)
         self.sql_status[sub_id] = target
+        self.status_changes.append((self.clock(), sub_id, target, by))
 
     def _dup(self, payment_id: str, stale: bool) -> None:
         """A second worker runs the same charge while NAVER handles this run's request; with
@@ -276,7 +279,7 @@ class World:
         try:
             report = walk(self.sessions, self.clock(), self.walk_config)
         except Exception as exc:  # noqa: BLE001 - invariant (e)
-            self.violations.append(f"(e) the walk raised {type(exc).__name__}: {exc}")
+            self.violate(f"(e) the walk raised {type(exc).__name__}: {exc}", f"walk-raised:{type(exc).__name__}")
             return
         for charge_id in report.new_charge_ids:
             sub_id = self.sub_of_charge(charge_id)
@@ -295,7 +298,7 @@ class World:
             self.trace.append(f"  {owner} died on charge {charge_id}: {crash}")
             return
         except Exception as exc:  # noqa: BLE001 - a task that raises is retried blindly by Celery
-            self.violations.append(f"(e) process_charge({charge_id}) raised {type(exc).__name__}: {exc}")
+            self.violate(f"(e) process_charge({charge_id}) raised {type(exc).__name__}: {exc}")
             return
         finally:
             self.running.pop()
@@ -309,7 +312,7 @@ class World:
         except Crash:
             return
         except Exception as exc:  # noqa: BLE001
-            self.violations.append(f"(e) expire_registration({sub_id}) raised {type(exc).__name__}: {exc}")
+            self.violate(f"(e) expire_registration({sub_id}) raised {type(exc).__name__}: {exc}")
 
     def deliver_all(self, bound: int = 30) -> None:
         for _ in range(bound):
@@ -390,104 +393,140 @@ class World:
 
     # -- invariants --------------------------------------------------------------------------
 
+    def violate(self, text: str, *tags: str) -> None:
+        if text not in self.tags:
+            self.violations.append(text)
+            self.tags[text] = set()
+        self.tags[text].update(tags)
+
     def check(self, final: bool = False) -> None:
+        self._check(final)
+
+    def _check(self, final: bool) -> None:
         self.fake.land_due()
         fake = self.fake
         charges = {r[0]: r for r in self.sql(
             "SELECT id, subscription_id, merchant_pay_id, status, payment_id, attempt_count, amount "
             "FROM charges")}
         by_mpid = {r[2]: r for r in charges.values()}
-        v = self.violations
+
+        def charge_of(merchant_pay_id: str) -> tuple[Any, ...] | None:
+            return by_mpid.get(merchant_pay_id.rsplit("-", 1)[0])
 
         # (a) one approval per (subscription, cycle)
         per_cycle = Counter(e.merchant_pay_id.rsplit("-", 1)[0] for e in fake.approvals)
         for base, n in per_cycle.items():
             if n > 1:
-                v.append(f"(a) NAVER approved {n} payments for cycle {base} (charge "
-                         f"{by_mpid[base][0] if base in by_mpid else '?'})")
+                charge = by_mpid.get(base)
+                self.violate(f"(a) NAVER approved {n} payments for cycle {base} "
+                             f"(charge {charge[0] if charge else '?'})")
 
         # (b) no approval request while the subscription is not active
         for req in fake.approval_requests[self._checked_requests:]:
             if req.subscription_status != "active":
-                charge = by_mpid.get(req.merchant_pay_id.rsplit("-", 1)[0])
-                v.append(f"(b) an approval of payment {req.payment_id} (charge {charge[0] if charge else '?'}) "
-                         f"reached NAVER at {req.at.isoformat()} while the subscription was "
-                         f"{req.subscription_status}")
+                charge = charge_of(req.merchant_pay_id)
+                sub_id = self.rids[req.recurrent_id]
+                changes = [c for c in self.status_changes if c[1] == sub_id and c[0] <= req.at]
+                tags = ["resent-after-cancel-in-sleep"] if changes and changes[-1][3] == "sleep" else []
+                self.violate(f"(b) an approval of payment {req.payment_id} (charge {charge[0] if charge else '?'}) "
+                             f"reached NAVER at {req.at.isoformat()} while the subscription was "
+                             f"{req.subscription_status}", *tags)
         self._checked_requests = len(fake.approval_requests)
 
         # (f) approved amount = the subscription's amount when the charge was created;
         # (g) money taken never sits on a charge we gave up on
         for event in fake.approvals:
-            charge = by_mpid.get(event.merchant_pay_id.rsplit("-", 1)[0])
+            charge = charge_of(event.merchant_pay_id)
             if charge is None:
-                v.append(f"(g) NAVER approved {event.payment_id} for no charge of ours")
+                self.violate(f"(g) NAVER approved {event.payment_id} for no charge of ours")
                 continue
             expected = self.expected_amount.get(charge[0])
             if expected is not None and event.amount != expected:
-                v.append(f"(f) NAVER approved {event.amount} won on charge {charge[0]}, but the subscription's "
-                         f"amount was {expected} won when the charge was created")
+                self.violate(f"(f) NAVER approved {event.amount} won on charge {charge[0]}, but the "
+                             f"subscription's amount was {expected} won when the charge was created")
             if charge[3] in ("canceled", "failed", "skipped"):
-                v.append(f"(g) NAVER took {event.amount} won ({event.payment_id}, at {event.at.isoformat()}) "
-                         f"but charge {charge[0]} is {charge[3]}")
+                tags = ["late-approval-on-given-up-charge"] if event.payment_id in fake.landed_late else []
+                self.violate(f"(g) NAVER took {event.amount} won ({event.payment_id}, at {event.at.isoformat()}) "
+                             f"but charge {charge[0]} is {charge[3]}", *tags)
         for charge_id, expected in self.expected_amount.items():
             if charges[charge_id][6] != expected:
-                v.append(f"(f) charge {charge_id} was created for {charges[charge_id][6]} won, the subscription "
-                         f"said {expected} won")
+                self.violate(f"(f) charge {charge_id} was created for {charges[charge_id][6]} won, the "
+                             f"subscription said {expected} won")
 
         # (d) attempts, customer notices and final actions only from the customer's declines
-        declined = fake.customer_declines
-        for charge_id, _sub, mpid, status, _pid, attempts, _amount in charges.values():
+        def not_declined(mpid: str, attempt: int) -> tuple[str, ...] | None:
+            """Why attempt ``attempt`` of the charge ``mpid`` was no customer decline (or None):
+            the message, then the tags."""
+            key = f"{mpid}-{attempt}"
+            if key in fake.customer_declines:
+                return None
+            if key in fake.expired_answers:
+                return ("NAVER answered TimeExpired: our reservation outlived its window while we waited",
+                        "time-expired-counted-as-decline")
+            return ("NAVER never declined it for the customer's means",)
+
+        for charge_id, _sub, mpid, _status, _pid, attempts, _amount in charges.values():
             for k in range(1, attempts):
-                if f"{mpid}-{k}" not in declined:
-                    why = " (NAVER answered TimeExpired: our own delay)" if f"{mpid}-{k}" in fake.expired_answers \
-                        else ""
-                    v.append(f"(d) charge {charge_id} consumed attempt {k} without a customer decline{why}")
+                why = not_declined(mpid, k)
+                if why:
+                    self.violate(f"(d) charge {charge_id} consumed attempt {k}: {why[0]}", *why[1:])
         for event, charge_id, dedupe in self.sql(
                 "SELECT event, charge_id, dedupe_key FROM notifications WHERE event IN "
                 "('charge.final_failure', 'charge.attempt_failed')"):
             attempt = int(dedupe.rsplit(":", 1)[1])
-            mpid = charges[charge_id][2]
-            if f"{mpid}-{attempt}" not in declined:
-                v.append(f"(d) {event} notice for charge {charge_id} attempt {attempt}, which NAVER never "
-                         "declined for the customer's means")
+            why = not_declined(charges[charge_id][2], attempt)
+            if why:
+                self.violate(f"(d) the customer is sent {event} for charge {charge_id} attempt {attempt}: "
+                             f"{why[0]}", *why[1:])
+
+        def final_failure_tags(sub_id: int) -> tuple[str, ...] | None:
+            """None when a failed charge of ``sub_id`` ended on a customer decline; else the tags
+            of why its failed charges did not."""
+            failed = [c for c in charges.values() if c[1] == sub_id and c[3] == "failed"]
+            whys = [not_declined(c[2], c[5]) for c in failed]
+            if failed and any(why is None for why in whys):
+                return None
+            return tuple(tag for why in whys if why for tag in why[1:])
+
         for sub_id, status, reason in self.sql("SELECT id, status, revoke_reason FROM subscriptions"):
             final_action = (status in ("revoking", "revoked") and reason == "final_failure") or \
                 (status == "paused" and self.sql_status[sub_id] != "paused")
-            if not final_action:
-                continue
-            legit = [c for c in charges.values() if c[1] == sub_id and c[3] == "failed"
-                     and f"{c[2]}-{c[5]}" in declined]
-            if not legit:
-                v.append(f"(d) subscription {sub_id} is {status} ({reason or 'final action'}) without a failed "
-                         "charge whose last attempt NAVER declined for the customer's means")
+            tags = final_failure_tags(sub_id) if final_action else None
+            if tags is not None:
+                self.violate(f"(d) subscription {sub_id} is {status} ({reason or 'final action pause'}) "
+                             "without a failed charge whose last attempt NAVER declined for the customer's "
+                             "means", *tags)
         for rid in fake.expired:
             sub_id = self.rids[rid]
-            if self.sql_status[sub_id] != "canceled" and not [
-                    c for c in charges.values() if c[1] == sub_id and c[3] == "failed"
-                    and f"{c[2]}-{c[5]}" in declined]:
-                v.append(f"(d) NAVER was asked to expire subscription {sub_id}'s registration without a "
-                         "customer decline or a merchant cancel")
+            tags = final_failure_tags(sub_id)
+            if self.sql_status[sub_id] != "canceled" and tags is not None:
+                self.violate(f"(d) NAVER was asked to expire subscription {sub_id}'s registration without "
+                             "a customer decline or a merchant cancel", *tags)
 
         if not final:
             return
         # (c) everything ended, or was surfaced to a human
-        for row in self._open_charges():
-            v.append(f"(c) charge {row[0]} (subscription {row[1]}) is still {row[2]} after NAVER healed "
-                     f"(held_from={row[3]}, last_code={row[4]}, next_attempt_at={row[5]}, "
-                     f"lease_until={row[6]})")
+        open_rows = self._open_charges()
+        held_subs = {row[1] for row in open_rows if row[2] == "held"}
+        for row in open_rows:
+            tags = ["held-never-resumed"] if row[1] in held_subs else []
+            self.violate(f"(c) charge {row[0]} (subscription {row[1]}) is still {row[2]} after NAVER healed "
+                         f"(held_from={row[3]}, last_code={row[4]}, next_attempt_at={row[5]}, "
+                         f"lease_until={row[6]})", *tags)
         for (sub_id,) in self.sql("SELECT id FROM subscriptions WHERE status = 'revoking'"):
-            v.append(f"(c) subscription {sub_id} is still revoking after NAVER healed")
+            self.violate(f"(c) subscription {sub_id} is still revoking after NAVER healed")
         # (g) the two ledgers agree
         approved = {e.payment_id: e for e in fake.approvals}
         for event in fake.approvals:
-            charge = by_mpid.get(event.merchant_pay_id.rsplit("-", 1)[0])
+            charge = charge_of(event.merchant_pay_id)
             if charge is not None and (charge[3] not in ("succeeded", "amount_mismatch")
                                        or charge[4] != event.payment_id):
-                v.append(f"(g) NAVER approved {event.payment_id} but charge {charge[0]} is {charge[3]} "
-                         f"with payment {charge[4]}")
+                tags = ["late-approval-on-given-up-charge"] if event.payment_id in fake.landed_late else []
+                self.violate(f"(g) NAVER approved {event.payment_id} but charge {charge[0]} is {charge[3]} "
+                             f"with payment {charge[4]}", *tags)
         for charge_id, _sub, _mpid, status, payment_id, _att, _amount in charges.values():
             if status == "succeeded" and payment_id not in approved:
-                v.append(f"(g) charge {charge_id} is succeeded but NAVER approved no payment {payment_id}")
+                self.violate(f"(g) charge {charge_id} is succeeded but NAVER approved no payment {payment_id}")
 
 
 def run_scenario(scenario: Scenario) -> World:
