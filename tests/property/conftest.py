@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, Phase, settings
 
-CI_EXAMPLES = 30
+CI_EXAMPLES = 20
 SOAK_EXAMPLES = 300
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 

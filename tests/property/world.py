@@ -34,7 +34,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -205,8 +205,9 @@ class World:
                  d=p.retry_delays, m=p.max_attempts, f=p.final_action, mc=p.missed_cycles)
         for i, spec in enumerate(self.scenario.subs):
             rid = f"20261128RE{i:010d}ZProp"
-            self.sql("INSERT INTO subscriptions (recurrent_id, merchant_user_id, customer_email, product_code, "
-                     "product_name, amount, cron, created_at, updated_at) VALUES (:r, :u, :e, 'PLAN', '구독', "
+            self.sql("INSERT INTO subscriptions (recurrent_id, merchant_user_id, customer_email, "
+                     "product_code, product_name, amount, cron, created_at, updated_at) "
+                     "VALUES (:r, :u, :e, 'PLAN', '구독', "
                      ":a, :c, :t, :t)", r=rid, u=f"user-{i}", e=f"c{i}@example.com", a=spec.amount,
                      c=spec.cron, t=T0.replace(tzinfo=None))
             sub_id = self.sql("SELECT id FROM subscriptions WHERE recurrent_id = :r", r=rid)[0][0]
@@ -279,7 +280,8 @@ class World:
         try:
             report = walk(self.sessions, self.clock(), self.walk_config)
         except Exception as exc:  # noqa: BLE001 - invariant (e)
-            self.violate(f"(e) the walk raised {type(exc).__name__}: {exc}", f"walk-raised:{type(exc).__name__}")
+            name = type(exc).__name__
+            self.violate(f"(e) the walk raised {name}: {exc}", f"walk-raised:{name}")
             return
         for charge_id in report.new_charge_ids:
             sub_id = self.sub_of_charge(charge_id)
@@ -347,7 +349,8 @@ class World:
         elif name in ("pause", "cancel", "resume"):
             self.set_status(subs[args[0] % len(subs)], name)
         elif name == "cron":
-            self.sql("UPDATE subscriptions SET cron = :c WHERE id = :i", c=args[1], i=subs[args[0] % len(subs)])
+            sub_id = subs[args[0] % len(subs)]
+            self.sql("UPDATE subscriptions SET cron = :c WHERE id = :i", c=args[1], i=sub_id)
         elif name == "amount":
             sub_id = subs[args[0] % len(subs)]
             self.sql("UPDATE subscriptions SET amount = :a WHERE id = :i", a=args[1], i=sub_id)
@@ -386,8 +389,9 @@ class World:
         that fall during the heal are billed as usual; the last of them may still be running)."""
         assert self.healed_at is not None
         with self.sessions() as s:
-            rows = s.scalars(sa.select(Charge).where(Charge.status.not_in(FINAL), Charge.surfaced_at.is_(None),
-                                                     Charge.cycle_at <= self.healed_at).order_by(Charge.id))
+            rows = s.scalars(sa.select(Charge).where(
+                Charge.status.not_in(FINAL), Charge.surfaced_at.is_(None),
+                Charge.cycle_at <= self.healed_at).order_by(Charge.id))
             return [(c.id, c.subscription_id, c.status, c.held_from, c.last_code, c.next_attempt_at,
                      c.lease_until) for c in rows]
 
@@ -428,9 +432,9 @@ class World:
                 sub_id = self.rids[req.recurrent_id]
                 changes = [c for c in self.status_changes if c[1] == sub_id and c[0] <= req.at]
                 tags = ["resent-after-cancel-in-sleep"] if changes and changes[-1][3] == "sleep" else []
-                self.violate(f"(b) an approval of payment {req.payment_id} (charge {charge[0] if charge else '?'}) "
-                             f"reached NAVER at {req.at.isoformat()} while the subscription was "
-                             f"{req.subscription_status}", *tags)
+                self.violate(f"(b) an approval of payment {req.payment_id} "
+                             f"(charge {charge[0] if charge else '?'}) reached NAVER at {req.at.isoformat()} "
+                             f"while the subscription was {req.subscription_status}", *tags)
         self._checked_requests = len(fake.approval_requests)
 
         # (f) approved amount = the subscription's amount when the charge was created;
@@ -446,8 +450,8 @@ class World:
                              f"subscription's amount was {expected} won when the charge was created")
             if charge[3] in ("canceled", "failed", "skipped"):
                 tags = ["late-approval-on-given-up-charge"] if event.payment_id in fake.landed_late else []
-                self.violate(f"(g) NAVER took {event.amount} won ({event.payment_id}, at {event.at.isoformat()}) "
-                             f"but charge {charge[0]} is {charge[3]}", *tags)
+                self.violate(f"(g) NAVER took {event.amount} won ({event.payment_id}, at "
+                             f"{event.at.isoformat()}) but charge {charge[0]} is {charge[3]}", *tags)
         for charge_id, expected in self.expected_amount.items():
             if charges[charge_id][6] != expected:
                 self.violate(f"(f) charge {charge_id} was created for {charges[charge_id][6]} won, the "
@@ -526,7 +530,8 @@ class World:
                              f"with payment {charge[4]}", *tags)
         for charge_id, _sub, _mpid, status, payment_id, _att, _amount in charges.values():
             if status == "succeeded" and payment_id not in approved:
-                self.violate(f"(g) charge {charge_id} is succeeded but NAVER approved no payment {payment_id}")
+                self.violate(f"(g) charge {charge_id} is succeeded but NAVER approved no payment "
+                             f"{payment_id}")
 
 
 def run_scenario(scenario: Scenario) -> World:
