@@ -138,6 +138,8 @@ class FakeNaver:
     expired: dict[str, datetime] = field(default_factory=dict)
     late: list[LateApproval] = field(default_factory=list)
     landed_late: set[str] = field(default_factory=set)  # paymentIds approved after the client gave up
+    # paymentIds for which an approval was answered AlreadyOnGoing because one was in NAVER's hands
+    seen_in_flight: set[str] = field(default_factory=set)
     approvals: list[ApprovalEvent] = field(default_factory=list)
     approval_requests: list[ApprovalRequest] = field(default_factory=list)
     customer_declines: set[str] = field(default_factory=set)  # merchantPayIds NAVER declined
@@ -176,6 +178,8 @@ class FakeNaver:
             if scope in self.idempotency:
                 stored = self.idempotency[scope]
                 if stored is None:
+                    if kind == "approve":
+                        self.seen_in_flight.add(str(fields.get("paymentId")))
                     return self._answer(409, {"code": "AlreadyOnGoing", "message": "처리 중"})
                 return httpx.Response(409, content=stored[1],
                                       headers={"content-type": "application/json"})
@@ -239,6 +243,8 @@ class FakeNaver:
         if token in ("dup", "stale_dup"):
             self.on_dup(payment.payment_id, token == "stale_dup")
             token = "ok"
+        if payment.in_flight:
+            self.seen_in_flight.add(payment.payment_id)
         if token == "already_on_going" or payment.in_flight:
             return 200, self._fail("AlreadyOnGoing"), ""
         self._expire_if_due(payment)

@@ -31,7 +31,9 @@ FINDINGS = {f.tag: f for f in (
         "held-never-resumed",
         "(c) a held charge is never resumed by the walk once the cause is fixed (release_lease "
         "leaves it with lease_until NULL; the walk re-enqueues retry_wait and in-flight statuses "
-        "only), and the later cycles of its subscription wait behind it silently as pending",
+        "only), and the later cycles of its subscription wait behind it silently as pending; "
+        "when it was held after NAVER had approved (history answered 401), the money taken stays "
+        "on a held charge for ever",
         # one 401 on the first reserve; the next cycle falls before NAVER heals
         Scenario(subs=(EVERY_5_MIN,), reserve=("auth401",), steps=(("tick", 60), ("tick", 300)))),
     Finding(
@@ -40,6 +42,13 @@ FINDINGS = {f.tag: f for f in (
         "canceled meanwhile: history was still empty and the subscription had been canceled",
         Scenario(subs=(EVERY_5_MIN,), approve=("late300",),
                  steps=(("tick", 60), ("cancel", 0), ("tick", 120)))),
+    Finding(
+        "approval-in-flight-when-taken-over",
+        "(g) a run that takes over an approving charge whose first run overstayed its lease (its "
+        "approval still in NAVER's hands) reads an empty history, is answered AlreadyOnGoing on "
+        "the resend, and cancels the charge after a cancel; NAVER then commits the first request",
+        Scenario(subs=(EVERY_5_MIN,), approve=("stale_dup",), sleep_events=((0, "cancel"),),
+                 steps=(("tick", 60),))),
     Finding(
         "resent-after-cancel-in-sleep",
         "(b) tenacity's retries inside one approval call resend the approval after a cancel that "

@@ -32,6 +32,14 @@ def test_an_approval_naver_commits_after_the_client_gave_up_is_never_on_a_cancel
     clean("late-approval-on-given-up-charge")
 
 
+@pytest.mark.xfail(strict=True, reason=FINDINGS["approval-in-flight-when-taken-over"].summary)
+def test_a_run_that_takes_over_never_cancels_an_approval_still_in_navers_hands() -> None:
+    """NAVER holds the first run's approval past its lease; a second worker takes the charge
+    over, history is empty, its resend is answered AlreadyOnGoing; the subscription is canceled
+    while it sleeps before the next history read; then NAVER commits the first request."""
+    clean("approval-in-flight-when-taken-over")
+
+
 @pytest.mark.xfail(strict=True, reason=FINDINGS["resent-after-cancel-in-sleep"].summary)
 def test_no_approval_is_resent_after_a_cancel_between_two_tries() -> None:
     """The approval gets a 500; the subscription is canceled while the run sleeps before its

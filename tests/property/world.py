@@ -417,6 +417,13 @@ class World:
         def charge_of(merchant_pay_id: str) -> tuple[Any, ...] | None:
             return by_mpid.get(merchant_pay_id.rsplit("-", 1)[0])
 
+        def in_flight_tags(payment_id: str) -> list[str]:
+            """An approval NAVER committed after the client gave up on it, or while another run
+            was told AlreadyOnGoing for it (findings.py)."""
+            return [tag for tag, seen in (("late-approval-on-given-up-charge", fake.landed_late),
+                                          ("approval-in-flight-when-taken-over", fake.seen_in_flight))
+                    if payment_id in seen]
+
         # (a) one approval per (subscription, cycle)
         per_cycle = Counter(e.merchant_pay_id.rsplit("-", 1)[0] for e in fake.approvals)
         for base, n in per_cycle.items():
@@ -449,7 +456,7 @@ class World:
                 self.violate(f"(f) NAVER approved {event.amount} won on charge {charge[0]}, but the "
                              f"subscription's amount was {expected} won when the charge was created")
             if charge[3] in ("canceled", "failed", "skipped"):
-                tags = ["late-approval-on-given-up-charge"] if event.payment_id in fake.landed_late else []
+                tags = in_flight_tags(event.payment_id)
                 self.violate(f"(g) NAVER took {event.amount} won ({event.payment_id}, at "
                              f"{event.at.isoformat()}) but charge {charge[0]} is {charge[3]}", *tags)
         for charge_id, expected in self.expected_amount.items():
@@ -525,7 +532,9 @@ class World:
             charge = charge_of(event.merchant_pay_id)
             if charge is not None and (charge[3] not in ("succeeded", "amount_mismatch")
                                        or charge[4] != event.payment_id):
-                tags = ["late-approval-on-given-up-charge"] if event.payment_id in fake.landed_late else []
+                tags = in_flight_tags(event.payment_id)
+                if charge[1] in held_subs:  # its resolution waits behind a held charge for ever
+                    tags.append("held-never-resumed")
                 self.violate(f"(g) NAVER approved {event.payment_id} but charge {charge[0]} is {charge[3]} "
                              f"with payment {charge[4]}", *tags)
         for charge_id, _sub, _mpid, status, payment_id, _att, _amount in charges.values():
