@@ -146,6 +146,7 @@ class FakeNaver:
     expired_answers: set[str] = field(default_factory=set)  # merchantPayIds answered TimeExpired
     merchant_faults: int = 0
     requests: int = 0
+    last_kind: str = "none"  # the API of the latest request (what a sleep right after follows)
     _seq: int = 0
     _ids: int = 0
 
@@ -159,6 +160,7 @@ class FakeNaver:
         fields = self._fields(request)
         kind = {"recurrent/pay/v3/reserve": "reserve", "recurrent/pay/v3/approval": "approve",
                 "v2.2/list/history": "history", "recurrent/expire/v1/request": "expire"}[api]
+        self.last_kind = kind
         token = self._next(kind)
         if token == "crash_before":
             raise Crash(f"worker died before {kind} reached NAVER")

@@ -47,13 +47,13 @@ FINDINGS = {f.tag: f for f in (
         "(g) a run that takes over an approving charge whose first run overstayed its lease (its "
         "approval still in NAVER's hands) reads an empty history, is answered AlreadyOnGoing on "
         "the resend, and cancels the charge after a cancel; NAVER then commits the first request",
-        Scenario(subs=(EVERY_5_MIN,), approve=("stale_dup",), sleep_events=((0, "cancel"),),
+        Scenario(subs=(EVERY_5_MIN,), approve=("stale_dup",), sleep_events=(("any", 0, "cancel"),),
                  steps=(("tick", 60),))),
     Finding(
         "resent-after-cancel-in-sleep",
         "(b) tenacity's retries inside one approval call resend the approval after a cancel that "
         "was committed between two tries (the subscription is not read again)",
-        Scenario(subs=(EVERY_5_MIN,), approve=("5xx",), sleep_events=((0, "cancel"),),
+        Scenario(subs=(EVERY_5_MIN,), approve=("5xx",), sleep_events=(("approve", 0, "cancel"),),
                  steps=(("tick", 60),))),
     Finding(
         "time-expired-counted-as-decline",

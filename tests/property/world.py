@@ -94,7 +94,10 @@ class Scenario:
     history: tuple[str, ...] = ()
     expire: tuple[str, ...] = ()
     steps: tuple[Step, ...] = ()
-    sleep_events: tuple[tuple[int, str], ...] = ()  # (n-th sleep of the whole example, action)
+    # (where, n, action): at the n-th sleep of the example ("any") or the n-th sleep right after
+    # a failed try of that API ("reserve", "approve", "history", "expire"), do action
+    # ("cancel", "pause": by SQL; "crash": the worker dies there)
+    sleep_events: tuple[tuple[str, int, str], ...] = ()
     seed: int = 0
 
 
@@ -176,8 +179,8 @@ class World:
         self.status_changes: list[tuple[datetime, int, str, str]] = []  # at, sub, status, by
         self.trace: list[str] = []
         self.owners = itertools.count(1)
-        self.sleep_events = dict(scenario.sleep_events)
-        self.sleeps = 0
+        self.sleep_events = {(where, n): action for where, n, action in scenario.sleep_events}
+        self.sleeps: Counter[str] = Counter()
         self.running: list[int] = []
         self.healing = False
         self.healed_at: datetime | None = None
@@ -235,13 +238,16 @@ class World:
     def sleep(self, seconds: float) -> None:
         """Time passes while a run sleeps; a scripted event may happen right then."""
         self.advance(seconds)
-        index, self.sleeps = self.sleeps, self.sleeps + 1
-        action = None if self.healing else self.sleep_events.get(index)
-        if action is None or not self.running:
+        where = self.fake.last_kind
+        points = [("any", self.sleeps["any"]), (where, self.sleeps[where])]
+        self.sleeps.update(["any", where])
+        actions = [self.sleep_events[p] for p in points if p in self.sleep_events]
+        if self.healing or not actions or not self.running:
             return
-        self.trace.append(f"  sleep #{index}: {action}")
+        action = actions[0]
+        self.trace.append(f"  sleep {points} after a {where} try: {action}")
         if action == "crash":
-            raise Crash(f"worker died in sleep #{index}")
+            raise Crash(f"worker died in sleep {points}")
         sub_id = self.sub_of_charge(self.running[-1])
         self.set_status(sub_id, action, by="sleep")
 
