@@ -94,8 +94,8 @@ def scenarios(draw: st.DrawFn, family: Family = Family(), max_steps: int = 24) -
         expire=draw(_script(_tokens(CORE_EXPIRE, fn.EXPIRE_TOKENS, family), max_size=3)),
         steps=tuple(draw(st.lists(steps(family), min_size=4, max_size=max_steps))),
         sleep_events=tuple(draw(st.lists(
-            st.tuples(st.sampled_from(("approve", "any", "reserve", "history")), st.integers(0, 4),
-                      st.sampled_from(in_run)),
+            st.tuples(st.sampled_from(("approve", "any", "approve", "reserve", "history")),
+                      st.integers(0, 3), st.sampled_from(in_run)),
             max_size=3, unique_by=lambda e: (e[0], e[1])))),
         seed=draw(st.integers(0, 2**16)),
     )
