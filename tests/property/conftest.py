@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter, defaultdict
 from datetime import timedelta
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
-CI_EXAMPLES = 20
+CI_EXAMPLES = 30
 SOAK_EXAMPLES = 300
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
@@ -41,3 +43,18 @@ settings.register_profile(
     "soak", max_examples=_examples(SOAK_EXAMPLES), deadline=None, suppress_health_check=SLOW_OK,
     print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# What the property tests' examples exercised, by family (printed at the end of the run).
+COVERAGE: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not COVERAGE:
+        return
+    terminalreporter.section("property examples (tests/property)")
+    for family, seen in COVERAGE.items():
+        terminalreporter.write_line(f"{family}: {seen['examples']} examples")
+        for name, count in sorted(seen.items(), key=lambda item: -item[1]):
+            if name != "examples":
+                terminalreporter.write_line(f"    {count:5d}  {name}")
