@@ -20,7 +20,9 @@ Invariants (each violation is a string starting with its letter):
     notification (``charge.final_failure``, ``charge.attempt_failed``) and no consumed attempt
     comes from anything but NAVER declining the customer's means for that attempt;
 (e) the walk never raises (and a charge run or an expire task never raises either);
-(f) the amount NAVER approved equals the subscription's amount when the charge was created;
+(f) the amount NAVER approved equals the charge's amount, which is the subscription's amount
+    when the walk created it (or, should the walk wait for consent to a raise, an earlier and
+    lower one; never more than the subscription says);
 (g) NAVER's ledger and ours agree: money NAVER took is never on a charge we call canceled,
     failed or skipped, and at the end every approval is a succeeded charge with that
     paymentId and every succeeded charge has its approval at NAVER.
@@ -170,7 +172,8 @@ class World:
         self.walk_config = WalkConfig(lease=LEASE, batch_size=50, missed_grace=timedelta(minutes=30))
         self.queue: list[int] = []
         self.delivered: list[int] = []
-        self.expected_amount: dict[int, int] = {}
+        self.expected_amount: dict[int, int] = {}  # charge -> its amount when the walk made it
+        self.amount_history: dict[int, set[int]] = {}  # subscription -> every amount it had
         self.amounts: dict[int, int] = {}
         self.sql_status: dict[int, str] = {}
         self.rids: dict[str, int] = {}
@@ -216,6 +219,7 @@ class World:
             sub_id = self.sql("SELECT id FROM subscriptions WHERE recurrent_id = :r", r=rid)[0][0]
             self.rids[rid] = sub_id
             self.amounts[sub_id] = spec.amount
+            self.amount_history[sub_id] = {spec.amount}
             self.sql_status[sub_id] = "active"
 
     def sub_ids(self) -> list[int]:
@@ -290,8 +294,15 @@ class World:
             self.violate(f"(e) the walk raised {name}: {exc}", f"walk-raised:{name}")
             return
         for charge_id in report.new_charge_ids:
-            sub_id = self.sub_of_charge(charge_id)
-            self.expected_amount[charge_id] = self.amounts[sub_id]
+            sub_id, amount = self.sql("SELECT subscription_id, amount FROM charges WHERE id = :i",
+                                      i=charge_id)[0]
+            self.expected_amount[charge_id] = amount
+            # (f) the subscription's amount now, or (if the walk waits for the customer's consent
+            # to a raise, DESIGN 4.9) one it had before; never more than it says now
+            had = self.amount_history[sub_id]
+            if amount > self.amounts[sub_id] or amount not in had:
+                self.violate(f"(f) charge {charge_id} was created for {amount} won; the subscription "
+                             f"says {self.amounts[sub_id]} won (it had {sorted(had)})")
         self.queue += report.charge_ids
         for sub_id in report.revoking_subscription_ids:
             self.expire(sub_id)
@@ -361,6 +372,7 @@ class World:
             sub_id = subs[args[0] % len(subs)]
             self.sql("UPDATE subscriptions SET amount = :a WHERE id = :i", a=args[1], i=sub_id)
             self.amounts[sub_id] = args[1]
+            self.amount_history[sub_id].add(args[1])
         elif name == "break_creds":
             self.secret = "prop-secret-rotated-and-wrong"
         elif name == "fix_creds":
@@ -459,16 +471,16 @@ class World:
                 continue
             expected = self.expected_amount.get(charge[0])
             if expected is not None and event.amount != expected:
-                self.violate(f"(f) NAVER approved {event.amount} won on charge {charge[0]}, but the "
-                             f"subscription's amount was {expected} won when the charge was created")
+                self.violate(f"(f) NAVER approved {event.amount} won on charge {charge[0]}, which was "
+                             f"created for {expected} won")
             if charge[3] in ("canceled", "failed", "skipped"):
                 tags = in_flight_tags(event.payment_id)
                 self.violate(f"(g) NAVER took {event.amount} won ({event.payment_id}, at "
                              f"{event.at.isoformat()}) but charge {charge[0]} is {charge[3]}", *tags)
         for charge_id, expected in self.expected_amount.items():
             if charges[charge_id][6] != expected:
-                self.violate(f"(f) charge {charge_id} was created for {charges[charge_id][6]} won, the "
-                             f"subscription said {expected} won")
+                self.violate(f"(f) charge {charge_id} was created for {expected} won and now says "
+                             f"{charges[charge_id][6]} won")
 
         # (d) attempts, customer notices and final actions only from the customer's declines
         def not_declined(mpid: str, attempt: int) -> tuple[str, ...] | None:
