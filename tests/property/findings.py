@@ -40,8 +40,10 @@ FINDINGS = {f.tag: f for f in (
         "late-approval-on-given-up-charge",
         "(g) an approval NAVER commits after the client timed out lands on a charge the engine "
         "canceled meanwhile: history was still empty and the subscription had been canceled",
-        Scenario(subs=(EVERY_5_MIN,), approve=("late300",),
-                 steps=(("tick", 60), ("cancel", 0), ("tick", 120)))),
+        # the approval lands 179 s after it was sent (119 s after our client gave up); the
+        # subscription is canceled and the charge run again before that
+        Scenario(subs=(EVERY_5_MIN,), approve=("late179",),
+                 steps=(("tick", 60), ("cancel", 0), ("tick", 30), ("tick", 300)))),
     Finding(
         "approval-in-flight-when-taken-over",
         "(g) a run that takes over an approving charge whose first run overstayed its lease (its "

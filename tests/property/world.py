@@ -36,7 +36,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from tests.property.fake_naver import (
     CHAIN_ID,
     CLIENT_ID,
     GOOD_SECRET,
+    LATE_BOUND,
     PARTNER,
     READ_TIMEOUT,
     Crash,
@@ -167,8 +168,11 @@ class World:
         self.transport = httpx.MockTransport(self.fake)
         self.secret = GOOD_SECRET
         self.clients: dict[str, NaverPayClient] = {}
+        # The engine's settle window (when it has one) is what NAVER's lateness is bounded by.
+        settle = {"settle": LATE_BOUND} if "settle" in {f.name for f in fields(ChargeEngine)} else {}
         self.engine = ChargeEngine(sessions=self.sessions, client_for=self.client_for, clock=self.clock,
-                                   sleep=self.sleep, lease=LEASE, rng=random.Random(scenario.seed))
+                                   sleep=self.sleep, lease=LEASE, rng=random.Random(scenario.seed),
+                                   **settle)
         self.walk_config = WalkConfig(lease=LEASE, batch_size=50, missed_grace=timedelta(minutes=30))
         self.queue: list[int] = []
         self.delivered: list[int] = []
