@@ -29,6 +29,7 @@ from models import (
     NONFINAL_CHARGE_STATUSES,
     UNSETTLED_CHARGE_STATUSES,
     Charge,
+    ChargeAttempt,
     Subscription,
 )
 from models import ChargeStatus as CS
@@ -37,7 +38,9 @@ from models.db import rowcount
 log = logging.getLogger(__name__)
 CHARGES = cast(Table, Charge.__table__)  # Core statements: these run several times per charge
 SUBSCRIPTIONS = cast(Table, Subscription.__table__)
+ATTEMPTS = cast(Table, ChargeAttempt.__table__)
 SETTLED = [CS.RETRY_WAIT.value, CS.HELD.value, *(status.value for status in FINAL_CHARGE_STATUSES)]
+WAITED_FOR = [status.value for status in NONFINAL_CHARGE_STATUSES if status != CS.HELD]
 UNSETTLED = [status.value for status in UNSETTLED_CHARGE_STATUSES]
 
 
@@ -75,16 +78,28 @@ def acquire_lease(sessions: sessionmaker[Session], charge_id: int, owner: str, n
 
 
 def older_open_charge(sessions: sessionmaker[Session], charge: Charge) -> int | None:
-    """An older cycle of the same subscription that is not final and not surfaced to a human:
-    cycles of one registration run oldest first, so the caller must wait for it."""
+    """An older cycle of the same subscription that is not final and not surfaced to a human
+    (a held charge has alerted the merchant; a surfaced one a human): cycles of one
+    registration run oldest first, so the caller must wait for it."""
     with sessions() as s:
         return s.scalar(
             select(CHARGES.c.id).where(
                 CHARGES.c.subscription_id == charge.subscription_id,
                 CHARGES.c.cycle_at < charge.cycle_at,
-                CHARGES.c.status.in_([status.value for status in NONFINAL_CHARGE_STATUSES]),
-                CHARGES.c.surfaced_at.is_(None))
+                CHARGES.c.status.in_(WAITED_FOR), CHARGES.c.surfaced_at.is_(None))
             .order_by(CHARGES.c.cycle_at).limit(1))
+
+
+def last_approval_at(sessions: sessionmaker[Session], charge: Charge) -> datetime | None:
+    """When this charge's latest approval call ended (as the engine's clock recorded it), or
+    the charge entered ``approving`` if that is later (a run may have died mid-call before
+    recording it): NAVER may still be processing a request sent around then."""
+    with sessions() as s:
+        recorded: datetime | None = s.scalar(select(func.max(ATTEMPTS.c.created_at))
+                            .where(ATTEMPTS.c.charge_id == charge.id, ATTEMPTS.c.kind == "approve"))
+    if charge.status == CS.APPROVING and charge.updated_at is not None:
+        return max(recorded, charge.updated_at) if recorded else charge.updated_at
+    return recorded
 
 
 def later_success(session: Session, charge: Charge) -> int | None:
@@ -155,7 +170,7 @@ def compare_and_set(s: Session, charge: Charge, sources: Iterable[CS], target: C
     ).first()
     if row is not None:
         log.info("charge %s: %s -> %s", charge.id, row.prev_status, target.value)
-        charge.status = target.value
+        charge.status, charge.updated_at = target.value, now
         for name, value in values.items():
             if not isinstance(value, ClauseElement):  # keep the in-memory row true to the row
                 setattr(charge, name, value)

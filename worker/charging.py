@@ -5,7 +5,7 @@ wrapper). It takes the subscription's lease and becomes the charge's owner, then
 charge's state machine one compare-and-set transition at a time until it reaches a final
 state or must wait::
 
-    pending|retry_wait --(older cycle still open? wait)--(attempt n)--> reserving
+    pending|retry_wait --(older cycle open, not held/surfaced? wait)--(attempt n)--> reserving
     reserving --reserve(key n)--> reserved --CAS--> approving --approve(key n)--> succeeded
                                                                               | amount_mismatch
         customer decline (NAVER's answer about the means) --> policy: retry_wait | failed
@@ -14,7 +14,9 @@ state or must wait::
         unknown outcome --> unknown
     unknown|approving(after a crash) --history(paymentId)--> SUCCESS: succeeded
                                      --> FAIL: declined, judged by the history row's own code
-                                     --> nothing, subscription not active: canceled
+                                     --> nothing, subscription not active: canceled, once
+                                         the settle window after our last approval call
+                                         passed (a request we gave up on may still land)
                                      --> nothing: approve again with the SAME key (a replay,
                                          never a second charge)
     held --(next_attempt_at: backoff)--> held_from (reserving, or unknown: history first)
@@ -31,7 +33,8 @@ Money rules kept here:
   stops and the charge comes back after a jittered exponential backoff (``backoff_count``), so
   an outage does not become a retry storm and a run never outlives its lease;
 * cancel wins: the subscription's status is read before every NAVER call that could move
-  money, and nothing is approved for a subscription that is not active;
+  money (each try of an approval included), and nothing is approved for a subscription that
+  is not active;
 * only NAVER's answers about the customer's means consume an attempt; our own faults hold.
 """
 
@@ -60,6 +63,7 @@ from worker.charge_store import (
     LeaseLost,
     acquire_lease,
     compare_and_set,
+    last_approval_at,
     later_success,
     older_open_charge,
     release_lease,
@@ -101,6 +105,9 @@ class ChargeEngine:
     stall_backoff: tuple[float, float] | None = None  # base, cap (s)
     hold_backoff: tuple[float, float] | None = None  # base, cap (s)
     order_wait: timedelta | None = None
+    # How long after an approval call NAVER may still commit it (a request our client gave up
+    # on can still land): a cancel ends an unknown charge only once this has passed.
+    settle: timedelta | None = None
     rng: random.Random = field(default_factory=random.Random)
 
     @property
@@ -119,6 +126,11 @@ class ChargeEngine:
     def order_delay(self) -> timedelta:
         """How long a newer cycle waits before looking at the older one again."""
         return self.order_wait or self.lease / 6
+
+    @property
+    def settle_window(self) -> timedelta:
+        """How long a sent approval may still land at NAVER (two minutes in production)."""
+        return self.settle if self.settle is not None else self.lease / 3
 
     @property
     def run_limit(self) -> timedelta:
@@ -145,6 +157,10 @@ class ChargeOutcome:
     expire_subscription_id: int | None = None
     resolves: int = 0
     calls: int = 0
+
+
+class _NotActive(Exception):
+    """The subscription stopped being active between two tries of one approval call."""
 
 
 class _Stop(Exception):
@@ -246,9 +262,14 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T],
     """Call NAVER with short tenacity retries (same key), recording every try, within the
     run's call budget and time limit."""
     engine = run.engine
+    tries = 0
 
     def once() -> T:
+        nonlocal tries
         _within_bounds(run)
+        if kind == "approve" and tries and not _active(run):
+            raise _NotActive  # cancel wins between two tries of the same approval, too
+        tries += 1
         run.out.calls += 1
         started = time.monotonic()
         try:
@@ -280,7 +301,7 @@ def _record(run: _Run, kind: str, key: str | None, **kw: Any) -> None:
     """The attempt row, and the run's lease renewed; a run that lost the charge stops."""
     charge, engine = run.charge, run.engine
     with engine.sessions.begin() as s:
-        record_attempt(s, kind=kind, key=key, charge_id=charge.id,
+        record_attempt(s, kind=kind, key=key, charge_id=charge.id, at=engine.clock(),
                        subscription_id=charge.subscription_id, attempt_no=charge.attempt_count, **kw)
         owned = renew(s, charge, run.owner, engine.clock(), engine.lease)
     if not owned:
@@ -370,6 +391,10 @@ def _send_approval(run: _Run) -> None:
         approval = _call(run, "approve", key, lambda: _client(run).approve_payment(
             recurrent_id=charge.recurrent_id, payment_id=payment_id, idempotency_key=key,
         ), retry_on=(TransientError,))
+    except _NotActive:
+        # A try may still be in flight at NAVER: history (after the settle window) decides.
+        run.transition((CS.APPROVING,), CS.UNKNOWN, last_message="subscription stopped between tries")
+        return
     except NaverPayError as exc:
         if customer_decline(exc):
             return _declined(run, exc.code, str(exc), (CS.APPROVING,))
@@ -410,6 +435,11 @@ def _resolve(run: _Run) -> None:
         return _declined(run, code, message, (status,))
     if not _active(run):
         # Cancel wins: NAVER has no approval, so none will be sent; the reservation expires.
+        # But an approval we sent moments ago may still land (our client gave up, NAVER did
+        # not): history is only trusted once the settle window after the last send passed.
+        sent = last_approval_at(engine.sessions, charge)
+        if sent is not None and engine.clock() < sent + engine.settle_window:
+            raise _Stop(resume_at=sent + engine.settle_window)
         return _cancel(run, (status,), "; history shows no approval, none will be sent")
     # NAVER has no approval for this payment: resend with the SAME key. If it did approve
     # meanwhile, the key makes NAVER replay that answer instead of charging again.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -48,12 +49,14 @@ def redacted_text(raw: Any) -> str | None:
 def record_attempt(
     session: Session, *, kind: str, key: str | None, charge_id: int | None = None,
     subscription_id: int | None = None, attempt_no: int = 0, result: Any = None,
-    error: BaseException | None = None, elapsed: float | None = None,
+    error: BaseException | None = None, elapsed: float | None = None, at: datetime | None = None,
 ) -> ChargeAttempt:
     """Add one ``charge_attempts`` row for a call that returned ``result`` or raised ``error``."""
     row = ChargeAttempt(charge_id=charge_id, subscription_id=subscription_id,
                         attempt_no=attempt_no, kind=kind, idempotency_key=key,
                         elapsed_ms=None if elapsed is None else int(elapsed * 1000))
+    if at is not None:  # the caller's (injectable) clock; the database's own clock otherwise
+        row.created_at = at
     if error is None:
         row.outcome, row.result_code = "ok", getattr(result, "code", "Success")
         row.message = getattr(result, "message", None)

@@ -31,8 +31,9 @@ class Hardened(World):
         self.engine = self.make_engine()
 
     def make_engine(self, **kwargs) -> ChargeEngine:
+        kwargs.setdefault("sleep", self.sleeps)
         return ChargeEngine(sessions=self.db.sessions, client_for=lambda _m: self.current,
-                            clock=self.clock, sleep=self.sleeps, **kwargs)
+                            clock=self.clock, **kwargs)
 
     def use(self, client):
         self.current = client
@@ -197,6 +198,55 @@ def test_unknown_approval_that_went_through_is_succeeded_even_after_a_cancel(wor
     world.db.sql("UPDATE subscriptions SET status = 'canceled'")
     assert world.run(charge_id).status == "succeeded"
     assert len(world.sandbox.approved(rid)) == 1
+
+
+def test_an_approval_that_may_still_land_is_not_canceled_before_it_settles(world):
+    """Defect 5 / invariant 7, found by the property suite: our client gave up on an approval
+    that NAVER committed later. Cancelling on an empty history right away let that late
+    approval land on a ``canceled`` charge; history is trusted only after the settle window."""
+    rid = world.subscribe(behaviour={"serverErrorTimes": 3})
+    charge_id = world.to_unknown_without_approval(rid)
+    charge = world.charge(charge_id)
+    world.db.sql("UPDATE subscriptions SET status = 'canceled'")
+    world.clock.advance(seconds=30)
+    out = world.run(charge_id)
+    assert out.status == "unknown"  # waits: history may not show the approval yet
+    assert world.charge(charge_id).lease_until >= world.clock() + timedelta(seconds=60)
+    # the request the client gave up on lands at NAVER now (same key: the engine's own)
+    world.client.approve_payment(recurrent_id=rid, payment_id=charge.payment_id,
+                                 idempotency_key=f"{charge.merchant_pay_id}-1-approve")
+    world.clock.advance(minutes=2)
+    assert world.run(charge_id).status == "succeeded"  # recorded as the money it is
+    assert len(world.sandbox.approved(rid)) == 1
+
+
+def test_cancel_between_two_tries_of_one_approval_stops_the_resend(world):
+    """Invariant 7, found by the property suite: tenacity's retry of a failed approval was
+    resent without reading the subscription again."""
+    rid = world.subscribe(behaviour={"serverErrorTimes": 1})
+    charge_id = world.due_charge()
+    cancel = lambda _seconds: world.db.sql("UPDATE subscriptions SET status = 'canceled'")  # noqa: E731
+    out = process_charge(world.make_engine(sleep=cancel), charge_id, "run")
+    assert out.status == "unknown"
+    assert [a[0] for a in world.attempts(charge_id)].count("approve") == 1  # no second try
+    world.clock.advance(minutes=3)  # past the settle window: history decides, then cancel
+    assert world.run(charge_id).status == "canceled"
+    assert world.sandbox.approved(rid) == []
+
+
+def test_a_held_older_cycle_does_not_block_newer_ones_silently(world):
+    """Defect 14 / finding of the property suite: a newer cycle waited for ever behind a held
+    one. A held charge has alerted the merchant, so newer cycles go on."""
+    rid = world.subscribe()
+    world.use(make_client(world.sandbox.url, client_secret="wrong"))
+    older = world.due_charge()
+    assert world.run(older).status == "held"
+    world.use(world.client)
+    (newer,) = walk(world.db.sessions, world.clock.advance(seconds=5)).new_charge_ids
+    assert world.run(newer).status == "succeeded"
+    world.clock.now = world.charge(older).next_attempt_at
+    assert world.run(older).status == "succeeded"  # both cycles are owed, each billed once
+    assert len(world.sandbox.approved(rid)) == 2
 
 
 # --- defect 10: the lease is renewed and owned -----------------------------------------------
