@@ -3,6 +3,7 @@
 Each test plays the minimal scenario hypothesis shrank a failure to and requires it to be
 clean. They are strict xfails while the defect is there: the day one passes, the run fails with
 XPASS(strict) and its mark must go (the property tests stop excusing the finding by themselves).
+Those without a mark failed on 13ee2f9 and pass since the fix named above them.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ def test_a_held_charge_resumes_once_the_credentials_work_and_later_cycles_do_not
     clean("held-never-resumed")
 
 
-@pytest.mark.xfail(strict=True, reason=FINDINGS["late-approval-on-given-up-charge"].summary)
+# Fixed on main (829734b: settle window; each approval try re-reads the subscription).
 def test_an_approval_naver_commits_after_the_client_gave_up_is_never_on_a_canceled_charge() -> None:
     """The approval times out on our side, NAVER commits it 5 minutes later; meanwhile the
     subscription is canceled and the next run finds history empty."""
     clean("late-approval-on-given-up-charge")
 
 
-@pytest.mark.xfail(strict=True, reason=FINDINGS["approval-in-flight-when-taken-over"].summary)
+# Fixed on main (829734b: settle window; each approval try re-reads the subscription).
 def test_a_run_that_takes_over_never_cancels_an_approval_still_in_navers_hands() -> None:
     """NAVER holds the first run's approval past its lease; a second worker takes the charge
     over, history is empty, its resend is answered AlreadyOnGoing; the subscription is canceled
@@ -40,7 +41,7 @@ def test_a_run_that_takes_over_never_cancels_an_approval_still_in_navers_hands()
     clean("approval-in-flight-when-taken-over")
 
 
-@pytest.mark.xfail(strict=True, reason=FINDINGS["resent-after-cancel-in-sleep"].summary)
+# Fixed on main (829734b: settle window; each approval try re-reads the subscription).
 def test_no_approval_is_resent_after_a_cancel_between_two_tries() -> None:
     """The approval gets a 500; the subscription is canceled while the run sleeps before its
     second try; the second try must not reach NAVER."""
