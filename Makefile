@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test run lint bench clean
+.PHONY: install test soak run lint bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The property-based suite with many more random examples (tests/property/conftest.py);
+# SOAK_EXAMPLES per property, failures kept in .hypothesis/ and replayed first next time.
+SOAK_EXAMPLES ?= 300
+soak: $(STAMP)
+	HYPOTHESIS_PROFILE=soak HYPOTHESIS_MAX_EXAMPLES=$(SOAK_EXAMPLES) $(PY) -m pytest tests/property \
+		--hypothesis-show-statistics -rxX --timeout=0 $(PYTEST_ARGS)
 
 run: $(STAMP)
 	bash scripts/run.sh
