@@ -6,7 +6,13 @@ then drives every charge with ``process_charge`` one after the other in this pro
 reports, per charge: CPU milliseconds of this process (``time.process_time``: our code, the
 ORM/Core, the database driver and the HTTP client; the sandbox runs in its own process and is
 not counted), wall milliseconds, SQL statements and transactions (counted with SQLAlchemy
-engine events). ``--profile`` adds a cProfile summary grouped by package.
+engine events: every BEGIN is a transaction, read-only ones included; commits are shown too;
+on SQLite the ``BEGIN IMMEDIATE`` itself is one of the statements).
+
+It then measures the floor in the same run: the same number of bare reserve+approve pairs
+through the same ``NaverPayClient`` (no database), CPU milliseconds per pair. ``--profile``
+adds a cProfile summary on CPU time (``time.process_time``) grouped by package, the time of
+builtins and the standard library counted to the package that called them.
 
     .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile]
 """
@@ -38,34 +44,69 @@ from worker.naverpay.config import NaverPayConfig  # noqa: E402
 
 
 class Counts:
-    """Statements and transactions seen by an engine."""
+    """Statements, transactions (BEGINs) and commits seen by an engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
-        self.statements = self.transactions = 0
+        self.statements = self.transactions = self.commits = 0
         sa.event.listen(engine, "before_cursor_execute", self._statement)
+        sa.event.listen(engine, "begin", self._begin)
         sa.event.listen(engine, "commit", self._commit)
 
     def _statement(self, *_: Any) -> None:
         self.statements += 1
 
-    def _commit(self, *_: Any) -> None:
+    def _begin(self, *_: Any) -> None:
         self.transactions += 1
+
+    def _commit(self, *_: Any) -> None:
+        self.commits += 1
+
+
+def package_of(filename: str, name: str) -> str:
+    """The package a profiled function belongs to (``builtins``/``stdlib``: see by_package)."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+    if "/work/" in filename or filename.startswith(str(Path.cwd())):
+        return "npay-billing:" + "/".join(Path(filename).parts[-2:])
+    if "sqlite3" in name:
+        return "sqlite3 (driver)"
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins"
+    return "stdlib"
 
 
 def by_package(profile: cProfile.Profile) -> list[tuple[str, float]]:
-    """Own time (tottime) per top-level package, largest first."""
+    """Own time (tottime) per package, largest first; the time of a builtin or standard
+    library function is counted to the package of its caller (one level up), so that
+    ``isinstance`` in httpx counts as httpx."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     totals: Counter[str] = Counter()
-    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
-        if "site-packages/" in filename:
-            package = filename.split("site-packages/")[1].split("/")[0]
-        elif "/work/" in filename or filename.startswith(str(Path.cwd())):
-            package = "npay-billing:" + "/".join(Path(filename).parts[-2:])
-        elif filename.startswith("~") or filename.startswith("<"):
-            package = "builtins"
-        else:
-            package = "stdlib"
-        totals[package] += tottime
-    return totals.most_common(15)
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, callers) in stats.items():
+        package = package_of(filename, name)
+        if package not in ("builtins", "stdlib") or not callers:
+            totals[package] += tottime
+            continue
+        shares = {caller: entry[2] for caller, entry in callers.items()}
+        whole = sum(shares.values()) or 1.0
+        for (caller_file, _l, caller_name), share in shares.items():
+            owner = package_of(caller_file, caller_name)
+            totals[owner if owner not in ("builtins", "stdlib") else "stdlib/builtins"] += (
+                tottime * share / whole)
+    return totals.most_common(16)
+
+
+def floor(client: NaverPayClient, n: int) -> float:
+    """CPU seconds of ``n`` bare reserve+approve pairs through ``client`` (no database)."""
+    cpu = time.process_time()
+    for i in range(n):
+        rid, key = f"20261128RE{i:010d}FLOOR1", f"floor-{i}"
+        reservation = client.reserve_payment(
+            recurrent_id=rid, total_pay_amount=9900, tax_scope_amount=9900, tax_ex_scope_amount=0,
+            product_name="월간 구독", merchant_pay_id=key, merchant_user_id=f"u{i}",
+            idempotency_key=f"{key}-reserve")
+        client.approve_payment(recurrent_id=rid, payment_id=reservation.payment_id,
+                               idempotency_key=f"{key}-approve")
+    return time.process_time() - cpu
 
 
 def main() -> None:
@@ -96,7 +137,7 @@ def main() -> None:
             process_charge(engine, warm, "warm-up")
         timed = ids[10:]
         counts = Counts(db.engine)
-        profile = cProfile.Profile() if args.profile else None
+        profile = cProfile.Profile(time.process_time) if args.profile else None
         cpu, wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
@@ -109,12 +150,20 @@ def main() -> None:
         print(f"db={'postgresql' if pg else 'sqlite'} charges={n}: "
               f"{cpu / n * 1000:.2f} ms CPU/charge, {wall / n * 1000:.2f} ms wall/charge, "
               f"{counts.statements / n:.1f} statements/charge, "
-              f"{counts.transactions / n:.1f} transactions/charge"
+              f"{counts.transactions / n:.1f} transactions/charge ({counts.commits / n:.1f} commits)"
               + (" (profiled: CPU inflated)" if profile else ""))
         if profile:
-            total = sum(t for _, t in by_package(profile)) or 1
-            for package, seconds in by_package(profile):
+            packages = by_package(profile)
+            total = sum(t for _, t in packages) or 1
+            for package, seconds in packages:
                 print(f"  {package:45s} {seconds / n * 1000:6.2f} ms/charge  {seconds / total:5.1%}")
+        else:
+            for _ in range(2):  # warm up the floor's path too
+                floor(client, 10)
+            bare = floor(client, n)
+            print(f"floor: {bare / n * 1000:.2f} ms CPU per bare reserve+approve pair through "
+                  f"NaverPayClient (no database), same run; billing overhead "
+                  f"{(cpu - bare) / n * 1000:.2f} ms/charge")
         client.close()
     finally:
         db.engine.dispose()

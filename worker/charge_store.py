@@ -357,52 +357,69 @@ def subscription_status(sessions: sessionmaker[Session], subscription_id: int) -
 
 @functools.lru_cache(maxsize=512)
 def _cas_statement(sources: tuple[str, ...], target: str, keys: tuple[str, ...], owned: bool,
-                   unsettled: bool) -> Update:
+                   via: str | None) -> Update:
     """The compare-and-set UPDATE for one kind of transition, built once: values are bound."""
     conditions = [CHARGES.c.id == _p("p_charge"),
                   CHARGES.c.status.in_([literal_column(f"'{s}'") for s in sources])]
     if owned:
         conditions.append(CHARGES.c.lease_owner == _p("p_owner"))
     values: dict[str, Any] = {name: bindparam("v_" + name, type_=CHARGES.c[name].type) for name in keys}
-    # Unsettled since when: kept across unknown <-> approving <-> held, for surfacing.
-    values["stuck_since"] = func.coalesce(CHARGES.c.stuck_since, _p("p_now", True)) if unsettled else None
+    # Unsettled since when: kept across unknown <-> approving <-> held, for surfacing (a step
+    # through a settled status, ``via``, starts the count again).
+    if target not in UNSETTLED:
+        values["stuck_since"] = None
+    elif via is not None and via not in UNSETTLED:
+        values["stuck_since"] = _p("p_now", True)
+    else:
+        values["stuck_since"] = func.coalesce(CHARGES.c.stuck_since, _p("p_now", True))
+    prev = CHARGES.c.status if via is None else literal_column(f"'{via}'")
     return (update(CHARGES).where(and_(*conditions))
-            .values(status=literal_column(f"'{target}'"), prev_status=CHARGES.c.status,
+            .values(status=literal_column(f"'{target}'"), prev_status=prev,
                     updated_at=_p("p_now", True), **values)
             .returning(CHARGES.c.prev_status))
 
 
 def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[CS], target: CS,
                     now: datetime, *, owner: str | None, lease: timedelta | None = None,
-                    release_leases: bool = False, lock: bool = True, **values: Any) -> bool:
+                    release_leases: bool = False, lock: bool = True, via: CS | None = None,
+                    **values: Any) -> bool:
     """Move ``charge`` to ``target`` only if it is still in ``sources`` and (with ``owner``)
     still owned by this run; whether it moved. Raises :class:`LeaseLost` when another run
     owns the charge. With ``lease``, the run's lease is renewed in the same statement (and,
     with ``lock``, the subscription's lock right after); with ``release_leases`` (a final
-    target) both are given back instead, as :func:`release_lease` would after the run."""
+    target) both are given back instead, as :func:`release_lease` would after the run.
+
+    ``via``: two transitions in one statement, ``source -> via -> target`` (one source): the
+    row ends exactly as the two compare-and-sets in one transaction would leave it
+    (``prev_status`` is ``via``), and both are logged."""
     source_values = tuple(c.value for c in sources)
+    assert via is None or len(source_values) == 1, "a two-step transition starts from one status"
     if release_leases and owner is not None:
         values["lease_owner"] = None
         values["lease_until"] = None
     elif lease is not None:
         values.setdefault("lease_until", now + lease)
     unsettled = target in UNSETTLED_CHARGE_STATUSES
-    if not unsettled:
+    restarts = via is not None and via not in UNSETTLED_CHARGE_STATUSES  # stuck_since starts again
+    if not unsettled or restarts:
         values.setdefault("surfaced_at", None)
     params = {"p_charge": charge.id, "p_owner": owner, "p_now": now}
+    via_value = None if via is None else via.value
     if any(isinstance(value, ClauseElement) for value in values.values()):
-        statement = _cas_statement(source_values, target.value, (), owner is not None, unsettled)
+        statement = _cas_statement(source_values, target.value, (), owner is not None, via_value)
         statement = statement.values(**values)
     else:
-        statement = _cas_statement(source_values, target.value, tuple(values), owner is not None, unsettled)
+        statement = _cas_statement(source_values, target.value, tuple(values), owner is not None, via_value)
         params.update({"v_" + name: value for name, value in values.items()})
     row = s.execute(statement, params).first()
     if row is not None:
+        if via is not None:
+            log.info("charge %s: %s -> %s", charge.id, source_values[0], via.value)
         log.info("charge %s: %s -> %s", charge.id, row.prev_status, target.value)
         charge.status, charge.updated_at, charge.prev_status = target.value, now, row.prev_status
         if not unsettled:
             charge.stuck_since = None
-        elif charge.stuck_since is None:
+        elif restarts or charge.stuck_since is None:
             charge.stuck_since = now
         for name, value in values.items():
             if not isinstance(value, ClauseElement):  # keep the in-memory row true to the row

@@ -301,20 +301,22 @@ class _Run:
             raise LeaseLost(self.charge.id)
         return bool(self.active)
 
-    def cas(self, s: Connection | Session, sources: Iterable[CS], target: CS, **values: Any) -> bool:
+    def cas(self, s: Connection | Session, sources: Iterable[CS], target: CS, via: CS | None = None,
+            **values: Any) -> bool:
         """A transition of this run (owned, lease renewed; a final one gives the leases back)."""
         final = target in FINAL
         if not final:
             self.lock(s)
         moved = compare_and_set(s, self.charge, sources, target, self.engine.clock(), owner=self.owner,
-                                lease=self.engine.lease, release_leases=final, lock=final, **values)
+                                lease=self.engine.lease, release_leases=final, lock=final, via=via,
+                                **values)
         if moved and final:
             self.released = True
         return moved
 
-    def transition(self, sources: Iterable[CS], target: CS, **values: Any) -> bool:
+    def transition(self, sources: Iterable[CS], target: CS, via: CS | None = None, **values: Any) -> bool:
         """A transition in the open transaction."""
-        return self.cas(self.tx(), sources, target, **values)
+        return self.cas(self.tx(), sources, target, via, **values)
 
     def note_call(self, kind: str, key: str | None, **kw: Any) -> None:
         """The row of a NAVER call, written with the next transaction."""
@@ -446,10 +448,15 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
     return retrying(once)
 
 
+def _in_bounds(run: _Run) -> bool:
+    """Whether this run may still call NAVER (calls left, time left)."""
+    engine = run.engine
+    return run.out.calls < engine.call_budget and engine.clock() - run.started < engine.run_limit
+
+
 def _within_bounds(run: _Run) -> None:
     """Stop (and come back after a backoff) once this run used its NAVER calls or its time."""
-    engine = run.engine
-    if run.out.calls >= engine.call_budget or engine.clock() - run.started >= engine.run_limit:
+    if not _in_bounds(run):
         raise _Stop(stalled=True)
 
 
@@ -525,8 +532,16 @@ def _reserve(run: _Run) -> None:
             _note(run, exc)
             raise _Stop(stalled=True) from exc  # still reserving; back after a backoff
         return _hold(run, exc, CS.RESERVING, (CS.RESERVING,))
-    run.transition((CS.RESERVING,), CS.RESERVED, payment_id=reservation.payment_id,
-                   last_code=reservation.code, last_message=None)
+    reserved: dict[str, Any] = {"payment_id": reservation.payment_id, "last_code": reservation.code,
+                                "last_message": None}
+    run.lock(run.tx())  # the subscription's status, read after the reservation (cancel wins)
+    if run.active and _in_bounds(run):
+        # reserving -> reserved -> approving in one statement (the transitions _approve makes),
+        # committed before the approval call: after a crash, "approving" says "maybe charged".
+        if run.transition((CS.RESERVING,), CS.APPROVING, via=CS.RESERVED, **reserved):
+            _send_approval(run)
+        return
+    run.transition((CS.RESERVING,), CS.RESERVED, **reserved)  # _approve cancels, or stops
 
 
 def _approve(run: _Run) -> None:
@@ -694,7 +709,7 @@ def _declined(run: _Run, code: str | None, message: str, sources: Iterable[CS]) 
     with _orm(run) as s:
         sub = s.get(Subscription, charge.subscription_id)
         assert sub is not None
-        common = {"last_code": code, "last_message": message[:2000], "lease_until": None}
+        common: dict[str, Any] = {"last_code": code, "last_message": message[:2000], "lease_until": None}
         if sub.status != SS.ACTIVE:
             # Paused, canceled or already finally failed meanwhile: no further attempt, and no
             # second final action or notification for the same subscription.
