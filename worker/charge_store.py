@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     Connection,
-    Row,
+    Dialect,
+    Executable,
+    Select,
     Table,
     Update,
     and_,
@@ -75,6 +77,95 @@ Executor = Connection | Session  # both run Core statements; a Session joins its
 
 class LeaseLost(Exception):
     """Another run owns this charge now (ours overstayed its lease): stop, write nothing."""
+
+
+# --- statements compiled once -------------------------------------------------------------
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...] | None  # positional dialects: the order of the parameters
+    binds: tuple[tuple[str, Processor], ...]  # parameters whose type converts the value
+    defaults: tuple[tuple[str, Any], ...]  # parameters the statement gives a value (LIMIT 1)
+
+
+class Prepared:
+    """A fixed Core statement, compiled once per dialect and run with ``exec_driver_sql``.
+
+    ``Connection.execute`` of a short statement spends most of its time in the statement
+    cache lookup, parameter construction and result set-up, not in the database. The charge
+    path runs the same few UPDATEs and INSERTs per charge, so it compiles each once (public
+    ``compile``) and converts bound values with the same type processors ``execute`` would
+    use (``UTCDateTime`` included). The engine's events (statement counting, SQLite's
+    ``BEGIN IMMEDIATE``) still see every statement. A SELECT (typed result columns), or any
+    statement run through an ORM ``Session`` (rarer steps), runs the ordinary way. Results are
+    not converted: UPDATEs here return plain strings (``RETURNING status``) or row counts.
+    """
+
+    __slots__ = ("statement", "column_keys", "_by_dialect")
+
+    def __init__(self, statement: Executable, column_keys: Sequence[str] | None = None) -> None:
+        self.statement, self.column_keys = statement, list(column_keys) if column_keys else None
+        self._by_dialect: dict[Dialect, _Compiled] = {}
+
+    def _compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect)
+        if found is None:
+            compiled = cast(Any, self.statement).compile(dialect=dialect, column_keys=self.column_keys)
+            assert "POSTCOMPILE" not in compiled.string, "expanding parameters are not supported"
+            binds, defaults = [], []
+            for name, bind in compiled.binds.items():
+                processor = bind.type.bind_processor(dialect)
+                if processor is not None:
+                    binds.append((name, processor))
+                if not bind.required:
+                    defaults.append((name, bind.effective_value))
+            positional = tuple(compiled.positiontup) if compiled.positional else None
+            found = self._by_dialect[dialect] = _Compiled(compiled.string, positional, tuple(binds),
+                                                          tuple(defaults))
+        return found
+
+    def execute(self, s: Executor, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+        """Run it; the driver's result (``rowcount``, raw rows: see :meth:`first`)."""
+        if isinstance(s, Session) or isinstance(self.statement, Select):
+            # A SELECT's result columns are described once in SQLAlchemy's cache; a textual
+            # statement would build that description from the cursor's on every execution.
+            return s.execute(self.statement, params)
+        compiled = self._compiled(s.dialect)
+        if isinstance(params, Mapping):
+            return s.exec_driver_sql(compiled.sql, self._params(compiled, params))
+        return s.exec_driver_sql(compiled.sql, [self._params(compiled, row) for row in params])
+
+    @staticmethod
+    def _params(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+        if compiled.defaults:
+            params = {**dict(compiled.defaults), **params}
+        if compiled.binds:
+            converted = dict(params)
+            for name, processor in compiled.binds:
+                value = converted.get(name)
+                if value is not None:
+                    converted[name] = processor(value)
+            params = converted
+        if compiled.names is not None:
+            return tuple([params[name] for name in compiled.names])
+        return params
+
+    def rowcount(self, s: Executor, params: Mapping[str, Any]) -> int:
+        """Rows matched (UPDATE)."""
+        return rowcount(self.execute(s, params))
+
+    def first(self, s: Executor, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, its values converted as ``execute`` would."""
+        row = self.execute(s, params).first()
+        return None if row is None else tuple(row)  # (no statement here returns converted types)
+
+    def scalar(self, s: Executor, params: Mapping[str, Any]) -> Any:
+        row = self.first(s, params)
+        return None if row is None else row[0]
 
 
 # --- the rows a run works on -------------------------------------------------------------------
@@ -132,7 +223,9 @@ class SubscriptionRow:
 
 @dataclass(slots=True)
 class ChargeRow:
-    """A charge as this run last read or wrote it (every column of ``charges``)."""
+    """A charge as this run last read or wrote it. Every column a transition may write is an
+    attribute; those after ``subscription`` are not loaded (a run never reads them) and stay
+    None until this run writes them."""
 
     id: int
     subscription_id: int
@@ -145,30 +238,30 @@ class ChargeRow:
     payment_id: str | None
     attempt_count: int
     next_attempt_at: datetime | None
-    lease_until: datetime | None
     lease_owner: str | None
-    prev_status: str | None
     held_from: str | None
     backoff_count: int
     key_round: int
-    stuck_since: datetime | None
-    surfaced_at: datetime | None
     last_code: str | None
-    last_message: str | None
-    approved_amount: int | None
-    approved_at: datetime | None
-    reason: str | None
-    created_at: datetime
     updated_at: datetime
     subscription: SubscriptionRow
     # An older cycle of the same registration still open when the row was loaded (see
     # :func:`older_open_charge`); read once, by the step that starts an attempt.
     older_open: int | None = None
+    lease_until: datetime | None = None
+    prev_status: str | None = None
+    stuck_since: datetime | None = None
+    surfaced_at: datetime | None = None
+    last_message: str | None = None
+    approved_amount: int | None = None
+    approved_at: datetime | None = None
+    reason: str | None = None
 
 
+_LOADED = ChargeRow.__slots__[:ChargeRow.__slots__.index("subscription")]
 _MERCHANT_COLS = [MERCHANTS.c[name] for name in MerchantRow.__slots__]
 _SUB_COLS = [SUBSCRIPTIONS.c[name] for name in SubscriptionRow.__slots__ if name != "merchant"]
-_CHARGE_COLS = [CHARGES.c[name] for name in ChargeRow.__slots__ if name not in ("subscription", "older_open")]
+_CHARGE_COLS = [CHARGES.c[name] for name in _LOADED]
 _OLDER = CHARGES.alias("older")
 
 
@@ -187,7 +280,7 @@ def _p(name: str, datetime_: bool = False) -> Any:
     return bindparam(name, type_=UTCDateTime()) if datetime_ else bindparam(name)
 
 
-_LOAD = (select(*_CHARGE_COLS, *_SUB_COLS, *_MERCHANT_COLS,
+_LOAD = Prepared(select(*_CHARGE_COLS, *_SUB_COLS, *_MERCHANT_COLS,
                 _older_than(CHARGES).scalar_subquery().label("older_open"))
          .select_from(CHARGES.join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == CHARGES.c.subscription_id)
                       .join(MERCHANTS, MERCHANTS.c.id == SUBSCRIPTIONS.c.merchant_id))
@@ -195,8 +288,8 @@ _LOAD = (select(*_CHARGE_COLS, *_SUB_COLS, *_MERCHANT_COLS,
 _NC, _NS = len(_CHARGE_COLS), len(_SUB_COLS)
 
 
-def _row(row: Row[Any]) -> ChargeRow:
-    values = tuple(row)  # charge columns, subscription columns, merchant columns, older_open
+def _row(values: tuple[Any, ...]) -> ChargeRow:
+    # charge columns, subscription columns, merchant columns, older_open
     merchant = MerchantRow(*values[_NC + _NS:-1])
     sub = cast(Any, SubscriptionRow)(*values[_NC:_NC + _NS], merchant)
     return cast(ChargeRow, cast(Any, ChargeRow)(*values[:_NC], sub, values[-1]))
@@ -204,13 +297,13 @@ def _row(row: Row[Any]) -> ChargeRow:
 
 def load_charge(s: Executor, charge_id: int) -> ChargeRow | None:
     """The charge with its subscription and merchant, in one SELECT; None when it does not exist."""
-    row = s.execute(_LOAD, {"p_charge": charge_id}).first()
+    row = _LOAD.first(s, {"p_charge": charge_id})
     return None if row is None else _row(row)
 
 
 # --- the lease -------------------------------------------------------------------------------
 
-_TAKE_LOCK = (
+_TAKE_LOCK = Prepared(
     update(SUBSCRIPTIONS)
     .where(SUBSCRIPTIONS.c.id == (select(CHARGES.c.subscription_id)
                                   .where(CHARGES.c.id == _p("p_charge"),
@@ -219,32 +312,31 @@ _TAKE_LOCK = (
            or_(SUBSCRIPTIONS.c.lock_until.is_(None), SUBSCRIPTIONS.c.lock_until < _p("p_now", True),
                SUBSCRIPTIONS.c.lock_owner == _p("p_owner")))
     .values(lock_owner=_p("p_owner"), lock_until=_p("p_until", True)))
-_OWN_CHARGE = (update(CHARGES).where(CHARGES.c.id == _p("p_charge"))
-               .values(lease_owner=_p("p_owner"), lease_until=_p("p_until", True)))
-_RENEW_CHARGE = (update(CHARGES).where(CHARGES.c.id == _p("p_charge"), CHARGES.c.lease_owner == _p("p_owner"))
-                 .values(lease_until=_p("p_until", True)))
-_RENEW_LOCK = (update(SUBSCRIPTIONS)
-               .where(SUBSCRIPTIONS.c.id == _p("p_sub"), SUBSCRIPTIONS.c.lock_owner == _p("p_owner"))
-               .values(lock_until=_p("p_until", True)))
-_RENEW_LOCK_STATUS = _RENEW_LOCK.returning(SUBSCRIPTIONS.c.status)
-_RELEASE_CHARGE = (
-    update(CHARGES).where(CHARGES.c.id == _p("p_charge"), CHARGES.c.lease_owner == _p("p_owner"))
-    .values(lease_owner=None,
+_OWN_CHARGE = Prepared(update(CHARGES).where(CHARGES.c.id == _p("p_charge"))
+                       .values(lease_owner=_p("p_owner"), lease_until=_p("p_until", True)))
+_OWNED_CHARGE = update(CHARGES).where(CHARGES.c.id == _p("p_charge"), CHARGES.c.lease_owner == _p("p_owner"))
+_RENEW_CHARGE = Prepared(_OWNED_CHARGE.values(lease_until=_p("p_until", True)))
+_RENEW_LOCK_STMT = (update(SUBSCRIPTIONS)
+                    .where(SUBSCRIPTIONS.c.id == _p("p_sub"), SUBSCRIPTIONS.c.lock_owner == _p("p_owner"))
+                    .values(lock_until=_p("p_until", True)))
+_RENEW_LOCK = Prepared(_RENEW_LOCK_STMT)
+_RENEW_LOCK_STATUS = Prepared(_RENEW_LOCK_STMT.returning(SUBSCRIPTIONS.c.status))
+_RELEASE_CHARGE = Prepared(
+    _OWNED_CHARGE.values(lease_owner=None,
             lease_until=case((CHARGES.c.status.in_([literal_column(f"'{s}'") for s in SETTLED]), None),
                              else_=func.coalesce(_p("p_resume", True), CHARGES.c.lease_until))))
-_RELEASE_LOCK = (update(SUBSCRIPTIONS)
+_RELEASE_LOCK = Prepared(update(SUBSCRIPTIONS)
                  .where(SUBSCRIPTIONS.c.id == _p("p_sub"), SUBSCRIPTIONS.c.lock_owner == _p("p_owner"))
                  .values(lock_owner=None, lock_until=None))
-_SUB_STATUS = select(SUBSCRIPTIONS.c.status).where(SUBSCRIPTIONS.c.id == _p("p_sub"))
-_ACTUAL = select(CHARGES.c.status, CHARGES.c.lease_owner).where(CHARGES.c.id == _p("p_charge"))
+_SUB_STATUS = Prepared(select(SUBSCRIPTIONS.c.status).where(SUBSCRIPTIONS.c.id == _p("p_sub")))
+_ACTUAL = Prepared(select(CHARGES.c.status, CHARGES.c.lease_owner).where(CHARGES.c.id == _p("p_charge")))
 
 
 def take_lease(s: Executor, charge_id: int, owner: str, now: datetime, lease: timedelta) -> ChargeRow | None:
     """:func:`acquire_lease` inside the caller's transaction (which the run's first transition
     may then share)."""
     until = now + lease
-    got = rowcount(s.execute(_TAKE_LOCK, {"p_charge": charge_id, "p_now": now, "p_owner": owner,
-                                          "p_until": until}))
+    got = _TAKE_LOCK.rowcount(s, {"p_charge": charge_id, "p_now": now, "p_owner": owner, "p_until": until})
     if not got:
         charge = load_charge(s, charge_id)
         if charge is None:
@@ -256,7 +348,7 @@ def take_lease(s: Executor, charge_id: int, owner: str, now: datetime, lease: ti
         return None
     # From here on only this run's transitions can move the charge (a run that held it before
     # and overstayed finds lease_owner changed and stops); so the row read next is stable.
-    s.execute(_OWN_CHARGE, {"p_charge": charge_id, "p_owner": owner, "p_until": until})
+    _OWN_CHARGE.execute(s, {"p_charge": charge_id, "p_owner": owner, "p_until": until})
     charge = load_charge(s, charge_id)
     assert charge is not None  # the lock above found it
     return charge
@@ -314,25 +406,24 @@ def renew(s: Executor, charge: ChargeRow | Charge, owner: str, now: datetime, le
     """Extend the run's leases; False when the run no longer owns the charge."""
     owned = renew_charge(s, charge.id, owner, now + lease)
     if owned:
-        s.execute(_RENEW_LOCK, {"p_sub": charge.subscription_id, "p_owner": owner, "p_until": now + lease})
+        _RENEW_LOCK.execute(s, {"p_sub": charge.subscription_id, "p_owner": owner, "p_until": now + lease})
     return owned
 
 
 def renew_lock(s: Executor, subscription_id: int, owner: str, until: datetime) -> str | None:
     """Extend the subscription's lock held by ``owner`` and read its status in one statement
     (the status as committed now, whoever holds the lock); None when the row is gone."""
-    status = s.execute(_RENEW_LOCK_STATUS, {"p_sub": subscription_id, "p_owner": owner,
-                                            "p_until": until}).scalar()
+    status = _RENEW_LOCK_STATUS.scalar(s, {"p_sub": subscription_id, "p_owner": owner, "p_until": until})
     if status is None:  # not (or no longer) ours: still read what it says
-        status = s.execute(_SUB_STATUS, {"p_sub": subscription_id}).scalar()
+        status = _SUB_STATUS.scalar(s, {"p_sub": subscription_id})
     return cast(str | None, status)
 
 
 def release(s: Executor, charge_id: int, subscription_id: int, owner: str,
             resume_at: datetime | None = None) -> None:
     """:func:`release_lease` inside the caller's transaction."""
-    s.execute(_RELEASE_CHARGE, {"p_charge": charge_id, "p_owner": owner, "p_resume": resume_at})
-    s.execute(_RELEASE_LOCK, {"p_sub": subscription_id, "p_owner": owner})
+    _RELEASE_CHARGE.execute(s, {"p_charge": charge_id, "p_owner": owner, "p_resume": resume_at})
+    _RELEASE_LOCK.execute(s, {"p_sub": subscription_id, "p_owner": owner})
 
 
 def release_lease(sessions: sessionmaker[Session], charge: ChargeRow | Charge, owner: str,
@@ -357,7 +448,7 @@ def subscription_status(sessions: sessionmaker[Session], subscription_id: int) -
 
 @functools.lru_cache(maxsize=512)
 def _cas_statement(sources: tuple[str, ...], target: str, keys: tuple[str, ...], owned: bool,
-                   via: str | None) -> Update:
+                   via: str | None) -> Prepared:
     """The compare-and-set UPDATE for one kind of transition, built once: values are bound."""
     conditions = [CHARGES.c.id == _p("p_charge"),
                   CHARGES.c.status.in_([literal_column(f"'{s}'") for s in sources])]
@@ -373,10 +464,10 @@ def _cas_statement(sources: tuple[str, ...], target: str, keys: tuple[str, ...],
     else:
         values["stuck_since"] = func.coalesce(CHARGES.c.stuck_since, _p("p_now", True))
     prev = CHARGES.c.status if via is None else literal_column(f"'{via}'")
-    return (update(CHARGES).where(and_(*conditions))
-            .values(status=literal_column(f"'{target}'"), prev_status=prev,
-                    updated_at=_p("p_now", True), **values)
-            .returning(CHARGES.c.prev_status))
+    return Prepared(update(CHARGES).where(and_(*conditions))
+                    .values(status=literal_column(f"'{target}'"), prev_status=prev,
+                            updated_at=_p("p_now", True), **values)
+                    .returning(CHARGES.c.prev_status))
 
 
 def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[CS], target: CS,
@@ -405,18 +496,20 @@ def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[C
         values.setdefault("surfaced_at", None)
     params = {"p_charge": charge.id, "p_owner": owner, "p_now": now}
     via_value = None if via is None else via.value
-    if any(isinstance(value, ClauseElement) for value in values.values()):
-        statement = _cas_statement(source_values, target.value, (), owner is not None, via_value)
-        statement = statement.values(**values)
+    if any(isinstance(value, ClauseElement) for value in values.values()):  # built for this call
+        statement = _cas_statement(source_values, target.value, (), owner is not None, via_value).statement
+        found = s.execute(cast(Update, statement).values(**values), params).first()
+        row = None if found is None else tuple(found)
     else:
-        statement = _cas_statement(source_values, target.value, tuple(values), owner is not None, via_value)
+        prepared = _cas_statement(source_values, target.value, tuple(values), owner is not None, via_value)
         params.update({"v_" + name: value for name, value in values.items()})
-    row = s.execute(statement, params).first()
+        row = prepared.first(s, params)
     if row is not None:
+        prev_status = row[0]
         if via is not None:
             log.info("charge %s: %s -> %s", charge.id, source_values[0], via.value)
-        log.info("charge %s: %s -> %s", charge.id, row.prev_status, target.value)
-        charge.status, charge.updated_at, charge.prev_status = target.value, now, row.prev_status
+        log.info("charge %s: %s -> %s", charge.id, prev_status, target.value)
+        charge.status, charge.updated_at, charge.prev_status = target.value, now, prev_status
         if not unsettled:
             charge.stuck_since = None
         elif restarts or charge.stuck_since is None:
@@ -426,52 +519,58 @@ def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[C
                 setattr(charge, name, value)
         if owner is not None and lock:
             if release_leases:
-                s.execute(_RELEASE_LOCK, {"p_sub": charge.subscription_id, "p_owner": owner})
+                _RELEASE_LOCK.execute(s, {"p_sub": charge.subscription_id, "p_owner": owner})
             elif lease is not None:
-                s.execute(_RENEW_LOCK, {"p_sub": charge.subscription_id, "p_owner": owner,
+                _RENEW_LOCK.execute(s, {"p_sub": charge.subscription_id, "p_owner": owner,
                                         "p_until": now + lease})
         return True
-    actual = s.execute(_ACTUAL, {"p_charge": charge.id}).first()
-    if actual is not None and owner is not None and actual.lease_owner != owner:
+    actual = _ACTUAL.first(s, {"p_charge": charge.id})
+    if actual is not None and owner is not None and actual[1] != owner:
         log.warning("charge %s: run %s lost its lease to %s; stopping without writing",
-                    charge.id, owner, actual.lease_owner)
+                    charge.id, owner, actual[1])
         raise LeaseLost(charge.id)
     log.info("charge %s: not moved to %s, it is %s now", charge.id, target.value,
-             actual.status if actual else "gone")
+             actual[0] if actual else "gone")
     return False
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_attempts(keys: tuple[str, ...]) -> Prepared:
+    return Prepared(ATTEMPTS.insert(), column_keys=keys)
 
 
 def insert_attempts(s: Executor, rows: Sequence[dict[str, Any]]) -> None:
     """Write ``charge_attempts`` rows (values from :func:`worker.recording.attempt_values`)."""
-    if rows:
-        s.execute(ATTEMPTS.insert(), list(rows) if len(rows) > 1 else rows[0])
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    if any(tuple(row) != keys for row in rows):  # not one shape: the ordinary way
+        s.execute(ATTEMPTS.insert(), list(rows))
+        return
+    _insert_attempts(keys).execute(s, rows[0] if len(rows) == 1 else rows)
 
 
-_NOTE = (update(CHARGES).where(CHARGES.c.id == _p("p_charge"), CHARGES.c.lease_owner == _p("p_owner"))
-         .values(last_code=_p("p_code"), last_message=_p("p_message")))
-_STALL = (update(CHARGES).where(CHARGES.c.id == _p("p_charge"), CHARGES.c.lease_owner == _p("p_owner"))
-          .values(backoff_count=CHARGES.c.backoff_count + 1))
-_WAIT = (update(CHARGES).where(CHARGES.c.id == _p("p_charge"), CHARGES.c.lease_owner == _p("p_owner"))
-         .values(next_attempt_at=_p("p_at", True)))
+_NOTE = Prepared(_OWNED_CHARGE.values(last_code=_p("p_code"), last_message=_p("p_message")))
+_STALL = Prepared(_OWNED_CHARGE.values(backoff_count=CHARGES.c.backoff_count + 1))
+_WAIT = Prepared(_OWNED_CHARGE.values(next_attempt_at=_p("p_at", True)))
 
 
 def renew_charge(s: Executor, charge_id: int, owner: str, until: datetime) -> bool:
     """Extend the run's lease on the charge; False when the run no longer owns it."""
-    params = {"p_charge": charge_id, "p_owner": owner, "p_until": until}
-    return bool(rowcount(s.execute(_RENEW_CHARGE, params)))
+    return bool(_RENEW_CHARGE.rowcount(s, {"p_charge": charge_id, "p_owner": owner, "p_until": until}))
 
 
 def note_result(s: Executor, charge_id: int, owner: str, code: str | None, message: str) -> bool:
     """Keep the last NAVER answer on an owned charge that stays where it is; whether owned."""
-    return bool(rowcount(s.execute(_NOTE, {"p_charge": charge_id, "p_owner": owner, "p_code": code,
-                                           "p_message": message})))
+    return bool(_NOTE.rowcount(s, {"p_charge": charge_id, "p_owner": owner, "p_code": code,
+                                   "p_message": message}))
 
 
 def count_stall(s: Executor, charge_id: int, owner: str) -> None:
     """One more run that NAVER did not settle (the next backoff grows)."""
-    s.execute(_STALL, {"p_charge": charge_id, "p_owner": owner})
+    _STALL.execute(s, {"p_charge": charge_id, "p_owner": owner})
 
 
 def wait_for_older(s: Executor, charge_id: int, owner: str, at: datetime) -> None:
     """A newer cycle looks at the older one again at ``at``."""
-    s.execute(_WAIT, {"p_charge": charge_id, "p_owner": owner, "p_at": at})
+    _WAIT.execute(s, {"p_charge": charge_id, "p_owner": owner, "p_at": at})
