@@ -325,9 +325,11 @@ _RELEASE_CHARGE = Prepared(
     _OWNED_CHARGE.values(lease_owner=None,
             lease_until=case((CHARGES.c.status.in_([literal_column(f"'{s}'") for s in SETTLED]), None),
                              else_=func.coalesce(_p("p_resume", True), CHARGES.c.lease_until))))
-_RELEASE_LOCK = Prepared(update(SUBSCRIPTIONS)
-                 .where(SUBSCRIPTIONS.c.id == _p("p_sub"), SUBSCRIPTIONS.c.lock_owner == _p("p_owner"))
-                 .values(lock_owner=None, lock_until=None))
+_RELEASE_LOCK_STMT = (update(SUBSCRIPTIONS)
+                      .where(SUBSCRIPTIONS.c.id == _p("p_sub"), SUBSCRIPTIONS.c.lock_owner == _p("p_owner"))
+                      .values(lock_owner=None, lock_until=None))
+_RELEASE_LOCK = Prepared(_RELEASE_LOCK_STMT)
+_RELEASE_LOCK_STATUS = Prepared(_RELEASE_LOCK_STMT.returning(SUBSCRIPTIONS.c.status))
 _SUB_STATUS = Prepared(select(SUBSCRIPTIONS.c.status).where(SUBSCRIPTIONS.c.id == _p("p_sub")))
 _ACTUAL = Prepared(select(CHARGES.c.status, CHARGES.c.lease_owner).where(CHARGES.c.id == _p("p_charge")))
 
@@ -518,8 +520,10 @@ def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[C
             if not isinstance(value, ClauseElement):  # keep the in-memory row true to the row
                 setattr(charge, name, value)
         if owner is not None and lock:
-            if release_leases:
-                _RELEASE_LOCK.execute(s, {"p_sub": charge.subscription_id, "p_owner": owner})
+            if release_leases:  # (and the subscription's status as of now, for notifications)
+                status = _RELEASE_LOCK_STATUS.scalar(s, {"p_sub": charge.subscription_id, "p_owner": owner})
+                if status is not None and isinstance(charge, ChargeRow):
+                    charge.subscription.status = status
             elif lease is not None:
                 _RENEW_LOCK.execute(s, {"p_sub": charge.subscription_id, "p_owner": owner,
                                         "p_until": now + lease})

@@ -41,22 +41,25 @@ Money rules kept here:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Subscription, utcnow
+from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Notification, Subscription, utcnow
 from models import ChargeStatus as CS
 from models import FinalAction as FA
+from models import NotificationStatus as NS
 from models import RevokeReason as RR
 from models import SubscriptionStatus as SS
 from scheduler.policy import PolicyError, RetryPolicy
@@ -92,6 +95,7 @@ from worker.recording import attempt_values
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+NOTIFICATIONS = cast(Table, Notification.__table__)
 FINAL = frozenset(status.value for status in FINAL_CHARGE_STATUSES)
 
 
@@ -225,7 +229,7 @@ class _Run:
         self.active: bool | None = charge.subscription.status == SS.ACTIVE
         self.locked = True  # the subscription lock was taken or renewed in the open transaction
         self.released = False  # a final transition gave the leases back
-        self.older_fresh = True  # charge.older_open was read in this run's first transaction
+        self.older_fresh = True  # charge.older_open was read in the open (first) transaction
         self.client: NaverPayClient | None = None
 
     @property
@@ -258,7 +262,7 @@ class _Run:
             conn.commit()
         finally:
             conn.close()
-            self.conn = None
+            self.conn, self.older_fresh = None, False
         self.pending.clear()
 
     def rollback(self) -> None:
@@ -267,7 +271,7 @@ class _Run:
             try:
                 self.conn.close()  # rolls back
             finally:
-                self.conn = None
+                self.conn, self.older_fresh = None, False
 
     def save_calls(self) -> None:
         """After a rollback: the calls this run made are recorded all the same."""
@@ -495,11 +499,8 @@ def _begin_attempt(run: _Run) -> None:
         return _cancel(run, (CS.PENDING, CS.RETRY_WAIT))
     if charge.status == CS.RETRY_WAIT and charge.next_attempt_at and charge.next_attempt_at > now:
         raise _Stop  # not due yet; the walk brings it back at next_attempt_at
-    if run.older_fresh:  # read with the lease, in this transaction
-        older = charge.older_open
-    else:
-        older = older_open_charge(run.tx(), charge)
-    run.older_fresh = False
+    # Read with the lease when this is the run's first transaction; otherwise now.
+    older = charge.older_open if run.older_fresh else older_open_charge(run.tx(), charge)
     if older is not None:
         # One registration's cycles run oldest first: an older cycle still open (retrying,
         # unknown, held) must end before a newer one moves money.
@@ -685,9 +686,27 @@ def _succeed(run: _Run, detail: PaymentDetail | None, sources: Iterable[CS]) -> 
         event = notify.AMOUNT_MISMATCH
         log.error("charge %s: approved %s won but reserved %s won", charge.id, approved,
                   charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
-    if moved and _wanted(run.merchant, event):
-        with _orm(run) as s:  # in the transaction of the transition
-            out.notification_ids += notify.queue(s, event, _fresh(s, charge), now)
+    if moved and _wanted(run.merchant, event):  # in the transaction of the transition
+        out.notification_ids += queue_notifications(run.tx(), event, charge, now)
+
+
+def queue_notifications(conn: Connection, event: str, charge: ChargeRow, now: datetime) -> list[int]:
+    """``notify.queue`` for a charge this run holds (rows as the run last read and wrote
+    them): the same outbox rows, same channels and payload, without loading them again.
+    For the events of a settled approval (succeeded, amount mismatch)."""
+    assert event in (notify.SUCCEEDED, notify.AMOUNT_MISMATCH), event
+    sub = charge.subscription
+    rows = []
+    for channel in notify.channels(cast(Merchant, sub.merchant), cast(Subscription, sub), event):
+        event_id = uuid.uuid4().hex
+        payload = notify._payload(event, event_id, cast(Charge, charge), cast(Subscription, sub), now)
+        rows.append({"event_id": event_id, "dedupe_key": f"{event}:{charge.id}:{charge.attempt_count}",
+                     "event": event, "channel": channel, "subscription_id": sub.id, "charge_id": charge.id,
+                     "payload": json.dumps(payload, ensure_ascii=False), "status": NS.PENDING,
+                     "created_at": now, "lease_until": now + timedelta(minutes=2)})
+    if not rows:
+        return []
+    return list(conn.execute(insert(NOTIFICATIONS).returning(NOTIFICATIONS.c.id), rows).scalars())
 
 
 def _policy(merchant: MerchantRow) -> RetryPolicy:
