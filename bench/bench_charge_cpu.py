@@ -14,7 +14,10 @@ through the same ``NaverPayClient`` (no database), CPU milliseconds per pair. ``
 adds a cProfile summary on CPU time (``time.process_time``) grouped by package, the time of
 builtins and the standard library counted to the package that called them.
 
-    .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile]
+``--notify`` makes the merchant want a webhook on success (one outbox row per charge, written
+in the transaction of the last transition).
+
+    .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile] [--notify]
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def main() -> None:
     parser.add_argument("--charges", type=int, default=300)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--notify", action="store_true", help="a success webhook row per charge")
     args = parser.parse_args()
     sandbox = services.start_sandbox("--auto-register")
     pg = services.start_postgres() if args.postgres else None
@@ -128,6 +132,9 @@ def main() -> None:
                  "cron": "0 0 1 1 *", "next_charge_at": now} for i in range(args.charges)]
         with db.engine.begin() as conn:
             conn.execute(sa.insert(Subscription.__table__), rows)
+            if args.notify:
+                conn.execute(sa.text("UPDATE merchants SET webhook_url = 'http://127.0.0.1:9/hook', "
+                                     "notify_on = 'succeeded'"))
         report = walk(db.sessions, datetime.now(UTC))
         ids = report.new_charge_ids
         assert len(ids) == args.charges, report
@@ -147,7 +154,7 @@ def main() -> None:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         n = len(timed)
         assert outcomes == {"succeeded": n}, outcomes
-        print(f"db={'postgresql' if pg else 'sqlite'} charges={n}: "
+        print(f"db={'postgresql' if pg else 'sqlite'}{' notify' if args.notify else ''} charges={n}: "
               f"{cpu / n * 1000:.2f} ms CPU/charge, {wall / n * 1000:.2f} ms wall/charge, "
               f"{counts.statements / n:.1f} statements/charge, "
               f"{counts.transactions / n:.1f} transactions/charge ({counts.commits / n:.1f} commits)"
