@@ -116,6 +116,8 @@ class Prepared:
         if found is None:
             compiled = cast(Any, self.statement).compile(dialect=dialect, column_keys=self.column_keys)
             assert "POSTCOMPILE" not in compiled.string, "expanding parameters are not supported"
+            # Python-side column defaults run in execute(), not here: none may be involved.
+            assert not compiled.insert_prefetch and not compiled.update_prefetch, "Python-side defaults"
             binds, defaults = [], []
             for name, bind in compiled.binds.items():
                 processor = bind.type.bind_processor(dialect)

@@ -36,6 +36,23 @@ Money rules kept here:
   money (each try of an approval included), and nothing is approved for a subscription that
   is not active;
 * only NAVER's answers about the customer's means consume an attempt; our own faults hold.
+
+Transactions (issue 8: a charge costs a few milliseconds of CPU, not tens). A run keeps one
+transaction open and commits it right before each NAVER call and at its end; the row of each
+NAVER call (``charge_attempts``, stamped with the engine's clock) is written in the transaction
+of the transition that call causes, and nothing the run wrote is read back. The happy path is
+three transactions, each committed before the call it announces::
+
+    T1  subscription lock + charge ownership, one SELECT of charge + subscription + merchant
+        (+ the older-cycle check), pending -> reserving                      | reserve call
+    T2  lock renewed and subscription status read in one statement (cancel wins), the
+        reservation's row, reserving -> reserved -> approving (one statement)  | approve call
+    T3  the approval's row, approving -> succeeded, notification rows, leases given back
+
+Every retry of a call first writes the previous try's row, renews both leases (a run that
+lost its charge stops there) and reads the subscription's status again in one transaction.
+The hot statements are SQLAlchemy Core, compiled once (``charge_store.Prepared``); the rarer
+steps (declines, holds, final failures) use ORM sessions joined to the same transaction.
 """
 
 from __future__ import annotations
