@@ -14,10 +14,17 @@ through the same ``NaverPayClient`` (no database), CPU milliseconds per pair. ``
 adds a cProfile summary on CPU time (``time.process_time``) grouped by package, the time of
 builtins and the standard library counted to the package that called them.
 
+``--breakdown`` measures, without a profiler, the CPU spent inside the NAVER calls (the whole
+client: httpx, httpcore, h11, parsing), inside SQLAlchemy connection methods (statements,
+BEGIN, COMMIT, pool checkout and checkin: SQLAlchemy, the driver and the database engine
+itself for SQLite) and in the redaction of the recorded bodies; the rest is the charge
+engine's own code, tenacity and logging.
+
 ``--notify`` makes the merchant want a webhook on success (one outbox row per charge, written
 in the transaction of the last transition).
 
-    .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile] [--notify]
+    .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile|--breakdown]
+                                               [--notify]
 """
 
 from __future__ import annotations
@@ -98,6 +105,49 @@ def by_package(profile: cProfile.Profile) -> list[tuple[str, float]]:
     return totals.most_common(16)
 
 
+class Breakdown:
+    """CPU seconds spent inside chosen functions (outermost call only), while enabled."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.enabled, self._depth = False, 0
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.enabled or self._depth:
+                return original(*args, **kwargs)
+            self._depth += 1
+            started = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.process_time() - started
+                self.calls[label] += 1
+                self._depth -= 1
+
+        setattr(owner, name, timed)
+
+    @classmethod
+    def install(cls) -> Breakdown:
+        from sqlalchemy.engine import Connection
+
+        import worker.recording
+
+        found = cls()
+        for name in ("execute", "exec_driver_sql"):
+            found.wrap(Connection, name, "database: statements")
+        for name in ("begin", "commit", "close"):
+            found.wrap(Connection, name, "database: begin/commit/checkin")
+        found.wrap(sa.Engine, "connect", "database: begin/commit/checkin")
+        for name in ("reserve_payment", "approve_payment"):
+            found.wrap(NaverPayClient, name, "NAVER calls (NaverPayClient)")
+        found.wrap(worker.recording, "redacted_text", "redacting recorded bodies")
+        return found
+
+
 def floor(client: NaverPayClient, n: int) -> float:
     """CPU seconds of ``n`` bare reserve+approve pairs through ``client`` (no database)."""
     cpu = time.process_time()
@@ -118,6 +168,7 @@ def main() -> None:
     parser.add_argument("--charges", type=int, default=300)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="CPU inside HTTP and database calls")
     parser.add_argument("--notify", action="store_true", help="a success webhook row per charge")
     args = parser.parse_args()
     sandbox = services.start_sandbox("--auto-register")
@@ -145,12 +196,17 @@ def main() -> None:
         timed = ids[10:]
         counts = Counts(db.engine)
         profile = cProfile.Profile(time.process_time) if args.profile else None
+        breakdown = Breakdown.install() if args.breakdown else None
         cpu, wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
+        if breakdown:
+            breakdown.enabled = True
         outcomes = Counter(process_charge(engine, charge_id, "bench").status for charge_id in timed)
         if profile:
             profile.disable()
+        if breakdown:
+            breakdown.enabled = False
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         n = len(timed)
         assert outcomes == {"succeeded": n}, outcomes
@@ -158,13 +214,20 @@ def main() -> None:
               f"{cpu / n * 1000:.2f} ms CPU/charge, {wall / n * 1000:.2f} ms wall/charge, "
               f"{counts.statements / n:.1f} statements/charge, "
               f"{counts.transactions / n:.1f} transactions/charge ({counts.commits / n:.1f} commits)"
-              + (" (profiled: CPU inflated)" if profile else ""))
+              + (" (profiled: CPU inflated)" if profile else "")
+              + (" (timers around calls: CPU slightly inflated)" if breakdown else ""))
+        if breakdown:
+            rest = cpu - sum(breakdown.seconds.values())
+            rows = [*breakdown.seconds.most_common(), ("the rest: engine code, tenacity, logs", rest)]
+            for label, seconds in rows:
+                calls = f"{breakdown.calls[label] / n:4.1f} calls" if label in breakdown.calls else " " * 10
+                print(f"  {label:42s} {seconds / n * 1000:6.2f} ms/charge  {seconds / cpu:5.1%}  {calls}")
         if profile:
             packages = by_package(profile)
             total = sum(t for _, t in packages) or 1
             for package, seconds in packages:
                 print(f"  {package:45s} {seconds / n * 1000:6.2f} ms/charge  {seconds / total:5.1%}")
-        else:
+        elif not breakdown:
             for _ in range(2):  # warm up the floor's path too
                 floor(client, 10)
             bare = floor(client, n)
