@@ -433,7 +433,7 @@ def _stalled(run: _Run) -> datetime:
     count_stall(run.tx(), charge.id, run.owner)
     charge.backoff_count += 1
     log.warning("charge %s: NAVER has not settled it in this run (%s calls); next run after %s",
-                charge.id, run.out.calls, resume_at)
+                charge.id, run.out.calls, resume_at.isoformat())
     return resume_at
 
 
