@@ -6,9 +6,25 @@ then drives every charge with ``process_charge`` one after the other in this pro
 reports, per charge: CPU milliseconds of this process (``time.process_time``: our code, the
 ORM/Core, the database driver and the HTTP client; the sandbox runs in its own process and is
 not counted), wall milliseconds, SQL statements and transactions (counted with SQLAlchemy
-engine events). ``--profile`` adds a cProfile summary grouped by package.
+engine events: every BEGIN is a transaction, read-only ones included; commits are shown too;
+on SQLite the ``BEGIN IMMEDIATE`` itself is one of the statements).
 
-    .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile]
+It then measures the floor in the same run: the same number of bare reserve+approve pairs
+through the same ``NaverPayClient`` (no database), CPU milliseconds per pair. ``--profile``
+adds a cProfile summary on CPU time (``time.process_time``) grouped by package, the time of
+builtins and the standard library counted to the package that called them.
+
+``--breakdown`` measures, without a profiler, the CPU spent inside the NAVER calls (the whole
+client: httpx, httpcore, h11, parsing), inside SQLAlchemy connection methods (statements,
+BEGIN, COMMIT, pool checkout and checkin: SQLAlchemy, the driver and the database engine
+itself for SQLite) and in the redaction of the recorded bodies; the rest is the charge
+engine's own code, tenacity and logging.
+
+``--notify`` makes the merchant want a webhook on success (one outbox row per charge, written
+in the transaction of the last transition).
+
+    .venv/bin/python bench/bench_charge_cpu.py --charges 300 [--postgres] [--profile|--breakdown]
+                                               [--notify]
 """
 
 from __future__ import annotations
@@ -38,34 +54,112 @@ from worker.naverpay.config import NaverPayConfig  # noqa: E402
 
 
 class Counts:
-    """Statements and transactions seen by an engine."""
+    """Statements, transactions (BEGINs) and commits seen by an engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
-        self.statements = self.transactions = 0
+        self.statements = self.transactions = self.commits = 0
         sa.event.listen(engine, "before_cursor_execute", self._statement)
+        sa.event.listen(engine, "begin", self._begin)
         sa.event.listen(engine, "commit", self._commit)
 
     def _statement(self, *_: Any) -> None:
         self.statements += 1
 
-    def _commit(self, *_: Any) -> None:
+    def _begin(self, *_: Any) -> None:
         self.transactions += 1
+
+    def _commit(self, *_: Any) -> None:
+        self.commits += 1
+
+
+def package_of(filename: str, name: str) -> str:
+    """The package a profiled function belongs to (``builtins``/``stdlib``: see by_package)."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+    if "/work/" in filename or filename.startswith(str(Path.cwd())):
+        return "npay-billing:" + "/".join(Path(filename).parts[-2:])
+    if "sqlite3" in name:
+        return "sqlite3 (driver)"
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins"
+    return "stdlib"
 
 
 def by_package(profile: cProfile.Profile) -> list[tuple[str, float]]:
-    """Own time (tottime) per top-level package, largest first."""
+    """Own time (tottime) per package, largest first; the time of a builtin or standard
+    library function is counted to the package of its caller (one level up), so that
+    ``isinstance`` in httpx counts as httpx."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     totals: Counter[str] = Counter()
-    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
-        if "site-packages/" in filename:
-            package = filename.split("site-packages/")[1].split("/")[0]
-        elif "/work/" in filename or filename.startswith(str(Path.cwd())):
-            package = "npay-billing:" + "/".join(Path(filename).parts[-2:])
-        elif filename.startswith("~") or filename.startswith("<"):
-            package = "builtins"
-        else:
-            package = "stdlib"
-        totals[package] += tottime
-    return totals.most_common(15)
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, callers) in stats.items():
+        package = package_of(filename, name)
+        if package not in ("builtins", "stdlib") or not callers:
+            totals[package] += tottime
+            continue
+        shares = {caller: entry[2] for caller, entry in callers.items()}
+        whole = sum(shares.values()) or 1.0
+        for (caller_file, _l, caller_name), share in shares.items():
+            owner = package_of(caller_file, caller_name)
+            totals[owner if owner not in ("builtins", "stdlib") else "stdlib/builtins"] += (
+                tottime * share / whole)
+    return totals.most_common(16)
+
+
+class Breakdown:
+    """CPU seconds spent inside chosen functions (outermost call only), while enabled."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.enabled, self._depth = False, 0
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.enabled or self._depth:
+                return original(*args, **kwargs)
+            self._depth += 1
+            started = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.process_time() - started
+                self.calls[label] += 1
+                self._depth -= 1
+
+        setattr(owner, name, timed)
+
+    @classmethod
+    def install(cls) -> Breakdown:
+        from sqlalchemy.engine import Connection
+
+        import worker.recording
+
+        found = cls()
+        for name in ("execute", "exec_driver_sql"):
+            found.wrap(Connection, name, "database: statements")
+        for name in ("begin", "commit", "close"):
+            found.wrap(Connection, name, "database: begin/commit/checkin")
+        found.wrap(sa.Engine, "connect", "database: begin/commit/checkin")
+        for name in ("reserve_payment", "approve_payment"):
+            found.wrap(NaverPayClient, name, "NAVER calls (NaverPayClient)")
+        found.wrap(worker.recording, "redacted_text", "redacting recorded bodies")
+        return found
+
+
+def floor(client: NaverPayClient, n: int) -> float:
+    """CPU seconds of ``n`` bare reserve+approve pairs through ``client`` (no database)."""
+    cpu = time.process_time()
+    for i in range(n):
+        rid, key = f"20261128RE{i:010d}FLOOR1", f"floor-{i}"
+        reservation = client.reserve_payment(
+            recurrent_id=rid, total_pay_amount=9900, tax_scope_amount=9900, tax_ex_scope_amount=0,
+            product_name="월간 구독", merchant_pay_id=key, merchant_user_id=f"u{i}",
+            idempotency_key=f"{key}-reserve")
+        client.approve_payment(recurrent_id=rid, payment_id=reservation.payment_id,
+                               idempotency_key=f"{key}-approve")
+    return time.process_time() - cpu
 
 
 def main() -> None:
@@ -74,6 +168,8 @@ def main() -> None:
     parser.add_argument("--charges", type=int, default=300)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="CPU inside HTTP and database calls")
+    parser.add_argument("--notify", action="store_true", help="a success webhook row per charge")
     args = parser.parse_args()
     sandbox = services.start_sandbox("--auto-register")
     pg = services.start_postgres() if args.postgres else None
@@ -87,6 +183,9 @@ def main() -> None:
                  "cron": "0 0 1 1 *", "next_charge_at": now} for i in range(args.charges)]
         with db.engine.begin() as conn:
             conn.execute(sa.insert(Subscription.__table__), rows)
+            if args.notify:
+                conn.execute(sa.text("UPDATE merchants SET webhook_url = 'http://127.0.0.1:9/hook', "
+                                     "notify_on = 'succeeded'"))
         report = walk(db.sessions, datetime.now(UTC))
         ids = report.new_charge_ids
         assert len(ids) == args.charges, report
@@ -96,25 +195,45 @@ def main() -> None:
             process_charge(engine, warm, "warm-up")
         timed = ids[10:]
         counts = Counts(db.engine)
-        profile = cProfile.Profile() if args.profile else None
+        profile = cProfile.Profile(time.process_time) if args.profile else None
+        breakdown = Breakdown.install() if args.breakdown else None
         cpu, wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
+        if breakdown:
+            breakdown.enabled = True
         outcomes = Counter(process_charge(engine, charge_id, "bench").status for charge_id in timed)
         if profile:
             profile.disable()
+        if breakdown:
+            breakdown.enabled = False
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         n = len(timed)
         assert outcomes == {"succeeded": n}, outcomes
-        print(f"db={'postgresql' if pg else 'sqlite'} charges={n}: "
+        print(f"db={'postgresql' if pg else 'sqlite'}{' notify' if args.notify else ''} charges={n}: "
               f"{cpu / n * 1000:.2f} ms CPU/charge, {wall / n * 1000:.2f} ms wall/charge, "
               f"{counts.statements / n:.1f} statements/charge, "
-              f"{counts.transactions / n:.1f} transactions/charge"
-              + (" (profiled: CPU inflated)" if profile else ""))
+              f"{counts.transactions / n:.1f} transactions/charge ({counts.commits / n:.1f} commits)"
+              + (" (profiled: CPU inflated)" if profile else "")
+              + (" (timers around calls: CPU slightly inflated)" if breakdown else ""))
+        if breakdown:
+            rest = cpu - sum(breakdown.seconds.values())
+            rows = [*breakdown.seconds.most_common(), ("the rest: engine code, tenacity, logs", rest)]
+            for label, seconds in rows:
+                calls = f"{breakdown.calls[label] / n:4.1f} calls" if label in breakdown.calls else " " * 10
+                print(f"  {label:42s} {seconds / n * 1000:6.2f} ms/charge  {seconds / cpu:5.1%}  {calls}")
         if profile:
-            total = sum(t for _, t in by_package(profile)) or 1
-            for package, seconds in by_package(profile):
+            packages = by_package(profile)
+            total = sum(t for _, t in packages) or 1
+            for package, seconds in packages:
                 print(f"  {package:45s} {seconds / n * 1000:6.2f} ms/charge  {seconds / total:5.1%}")
+        elif not breakdown:
+            for _ in range(2):  # warm up the floor's path too
+                floor(client, 10)
+            bare = floor(client, n)
+            print(f"floor: {bare / n * 1000:.2f} ms CPU per bare reserve+approve pair through "
+                  f"NaverPayClient (no database), same run; billing overhead "
+                  f"{(cpu - bare) / n * 1000:.2f} ms/charge")
         client.close()
     finally:
         db.engine.dispose()

@@ -36,39 +36,68 @@ Money rules kept here:
   money (each try of an approval included), and nothing is approved for a subscription that
   is not active;
 * only NAVER's answers about the customer's means consume an attempt; our own faults hold.
+
+Transactions (issue 8: a charge costs a few milliseconds of CPU, not tens). A run keeps one
+transaction open and commits it right before each NAVER call and at its end; the row of each
+NAVER call (``charge_attempts``, stamped with the engine's clock) is written in the transaction
+of the transition that call causes, and nothing the run wrote is read back. The happy path is
+three transactions, each committed before the call it announces::
+
+    T1  subscription lock + charge ownership, one SELECT of charge + subscription + merchant
+        (+ the older-cycle check), pending -> reserving                      | reserve call
+    T2  lock renewed and subscription status read in one statement (cancel wins), the
+        reservation's row, reserving -> reserved -> approving (one statement)  | approve call
+    T3  the approval's row, approving -> succeeded, notification rows, leases given back
+
+Every retry of a call first writes the previous try's row, renews both leases (a run that
+lost its charge stops there) and reads the subscription's status again in one transaction.
+The hot statements are SQLAlchemy Core, compiled once (``charge_store.Prepared``); the rarer
+steps (declines, holds, final failures) use ORM sessions joined to the same transaction.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import update
+from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Subscription, utcnow
+from models import FINAL_CHARGE_STATUSES, Charge, Merchant, Notification, Subscription, utcnow
 from models import ChargeStatus as CS
 from models import FinalAction as FA
+from models import NotificationStatus as NS
 from models import RevokeReason as RR
 from models import SubscriptionStatus as SS
 from scheduler.policy import PolicyError, RetryPolicy
 from worker import logs, notify
 from worker.charge_store import (
+    ChargeRow,
     LeaseLost,
-    acquire_lease,
+    MerchantRow,
+    MerchantSettings,
     compare_and_set,
+    count_stall,
+    insert_attempts,
     last_approval_at,
     later_success,
+    note_result,
     older_open_charge,
-    release_lease,
-    renew,
-    subscription_status,
+    release,
+    renew_charge,
+    renew_lock,
+    take_lease,
+    wait_for_older,
 )
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.errors import (
@@ -79,10 +108,12 @@ from worker.naverpay.errors import (
     customer_decline,
 )
 from worker.naverpay.results import PaymentDetail
-from worker.recording import record_attempt
+from worker.recording import attempt_values
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+NOTIFICATIONS = cast(Table, Notification.__table__)
+FINAL = frozenset(status.value for status in FINAL_CHARGE_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -90,7 +121,7 @@ class ChargeEngine:
     """Everything a charge needs, injected: sessions, clients, clock, sleep, timings."""
 
     sessions: sessionmaker[Session]
-    client_for: Callable[[Merchant], NaverPayClient]
+    client_for: Callable[[MerchantSettings], NaverPayClient]
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     lease: timedelta = timedelta(minutes=6)
@@ -144,6 +175,28 @@ class ChargeEngine:
         delay = min(cap, base * 2 ** min(count, 20))
         return timedelta(seconds=delay * self.rng.uniform(0.5, 1.0))
 
+    # Built once per engine (tenacity keeps each call's state per thread).
+
+    @functools.cached_property
+    def db(self) -> Engine:
+        """The engine behind ``sessions``: the charge path runs Core statements on it."""
+        return cast(Engine, self.sessions.kw["bind"])
+
+    @functools.cached_property
+    def retry_unsettled(self) -> Retrying:
+        """Short retries of a call that moves no money (a reservation): same key each try."""
+        return self._retrying((TransientError, UnknownOutcomeError))
+
+    @functools.cached_property
+    def retry_transient(self) -> Retrying:
+        """Short retries of a call only on a transient error (approval, history)."""
+        return self._retrying((TransientError,))
+
+    def _retrying(self, retry_on: tuple[type[BaseException], ...]) -> Retrying:
+        return Retrying(stop=stop_after_attempt(self.transient_tries),
+                        wait=wait_exponential(multiplier=0.5, max=self.backoff_max),
+                        retry=retry_if_exception_type(retry_on), sleep=self.sleep, reraise=True)
+
 
 @dataclass
 class ChargeOutcome:
@@ -171,32 +224,142 @@ class _Stop(Exception):
         self.resume_at, self.stalled = resume_at, stalled
 
 
-@dataclass
 class _Run:
-    """One run of one charge: the engine, the charge as this run last wrote it, its owner."""
+    """One run of one charge: the engine, the charge as this run last wrote it, its owner, and
+    the transaction in progress.
 
-    engine: ChargeEngine
-    charge: Charge
-    owner: str
-    out: ChargeOutcome
-    started: datetime
+    Writes go to one open transaction (:meth:`tx`) that is committed right before the next
+    NAVER call (:meth:`commit`) and at the end of the run, so a transition is committed before
+    the call it announces, and the rows of the calls made since the last commit
+    (``pending``) go out in the same transaction as the transition they caused.
+    """
 
-    def cas(self, s: Session, sources: Iterable[CS], target: CS, **values: Any) -> bool:
-        """A transition of this run (owned, lease renewed)."""
-        return compare_and_set(s, self.charge, sources, target, self.engine.clock(), owner=self.owner,
-                               lease=self.engine.lease, **values)
+    __slots__ = ("engine", "charge", "owner", "out", "started", "conn", "pending", "active", "locked",
+                 "released", "older_fresh", "client")
 
-    def transition(self, sources: Iterable[CS], target: CS, **values: Any) -> bool:
-        """A transition in its own transaction."""
-        with self.engine.sessions.begin() as s:
-            return self.cas(s, sources, target, **values)
+    def __init__(self, engine: ChargeEngine, charge: ChargeRow, owner: str, out: ChargeOutcome,
+                 started: datetime, conn: Connection) -> None:
+        self.engine, self.charge, self.owner, self.out, self.started = engine, charge, owner, out, started
+        self.conn: Connection | None = conn  # the lease's transaction, shared by the first step
+        self.pending: list[dict[str, Any]] = []  # charge_attempts rows not written yet
+        # The subscription is active, as read since the last NAVER call (None: not read since).
+        self.active: bool | None = charge.subscription.status == SS.ACTIVE
+        self.locked = True  # the subscription lock was taken or renewed in the open transaction
+        self.released = False  # a final transition gave the leases back
+        self.older_fresh = True  # charge.older_open was read in the open (first) transaction
+        self.client: NaverPayClient | None = None
 
     @property
-    def merchant(self) -> Merchant:
+    def merchant(self) -> MerchantRow:
         return self.charge.subscription.merchant
 
+    # --- transactions ---------------------------------------------------------------------
 
-def idempotency_key(charge: Charge, kind: str) -> str:
+    def tx(self) -> Connection:
+        """The open transaction (begun if none is)."""
+        if self.conn is None:
+            conn = self.engine.db.connect()
+            try:
+                conn.begin()
+            except BaseException:
+                conn.close()
+                raise
+            self.conn, self.locked = conn, False
+        return self.conn
+
+    def commit(self) -> None:
+        """Commit the open transaction, with the rows of the calls made since the last one."""
+        conn = self.conn
+        if conn is None and not self.pending:
+            return
+        if conn is None:
+            conn = self.tx()
+        try:
+            insert_attempts(conn, self.pending)
+            conn.commit()
+        finally:
+            conn.close()
+            self.conn, self.older_fresh = None, False
+        self.pending.clear()
+
+    def rollback(self) -> None:
+        """Drop the open transaction (the rows of the calls stay pending)."""
+        if self.conn is not None:
+            try:
+                self.conn.close()  # rolls back
+            finally:
+                self.conn, self.older_fresh = None, False
+
+    def save_calls(self) -> None:
+        """After a rollback: the calls this run made are recorded all the same."""
+        if self.pending:
+            with self.engine.db.begin() as conn:
+                insert_attempts(conn, self.pending)
+            self.pending.clear()
+
+    def status_read(self, status: str | None) -> bool:
+        self.charge.subscription.status = status or "missing"
+        self.active = status == SS.ACTIVE
+        return self.active
+
+    def lock(self, s: Connection | Session) -> None:
+        """First write of a transaction: renew the subscription lock and read its status in
+        the same statement (cancel wins: this is the read before the next NAVER call)."""
+        if not self.locked:
+            until = self.engine.clock() + self.engine.lease
+            self.status_read(renew_lock(s, self.charge.subscription_id, self.owner, until))
+            self.locked = True
+
+    def checkpoint(self) -> bool:
+        """Renew both leases (a run that lost its charge stops here) and read the
+        subscription's status; whether it is active."""
+        conn = self.tx()
+        self.lock(conn)
+        now = self.engine.clock()
+        if not renew_charge(conn, self.charge.id, self.owner, now + self.engine.lease):
+            log.warning("charge %s: run %s lost its lease; stopping without writing",
+                        self.charge.id, self.owner)
+            raise LeaseLost(self.charge.id)
+        return bool(self.active)
+
+    def cas(self, s: Connection | Session, sources: Iterable[CS], target: CS, via: CS | None = None,
+            **values: Any) -> bool:
+        """A transition of this run (owned, lease renewed; a final one gives the leases back)."""
+        final = target in FINAL
+        if not final:
+            self.lock(s)
+        moved = compare_and_set(s, self.charge, sources, target, self.engine.clock(), owner=self.owner,
+                                lease=self.engine.lease, release_leases=final, lock=final, via=via,
+                                **values)
+        if moved and final:
+            self.released = True
+        return moved
+
+    def transition(self, sources: Iterable[CS], target: CS, via: CS | None = None, **values: Any) -> bool:
+        """A transition in the open transaction."""
+        return self.cas(self.tx(), sources, target, via, **values)
+
+    def note_call(self, kind: str, key: str | None, **kw: Any) -> None:
+        """The row of a NAVER call, written with the next transaction."""
+        charge = self.charge
+        self.pending.append(attempt_values(kind=kind, key=key, charge_id=charge.id, at=self.engine.clock(),
+                                           subscription_id=charge.subscription_id,
+                                           attempt_no=charge.attempt_count, **kw))
+
+
+@contextmanager
+def _orm(run: _Run) -> Iterator[Session]:
+    """An ORM session inside the run's open transaction (for the rarer steps that load models
+    and queue notifications through ``worker.notify``)."""
+    session = Session(bind=run.tx(), expire_on_commit=False, autoflush=True)
+    try:
+        yield session
+        session.flush()
+    finally:
+        session.close()
+
+
+def idempotency_key(charge: ChargeRow | Charge, kind: str) -> str:
     """Deterministic per (charge, attempt, kind): every resend of a call reuses it. A held
     charge resumes with the next ``key_round``: NAVER may have stored its refusal of our bad
     request under the old key; the paymentId still makes a second approval impossible, and
@@ -210,12 +373,22 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
     out = ChargeOutcome(charge_id)
     with logs.bind(charge_id=charge_id):
         started = engine.clock()
-        charge = acquire_lease(engine.sessions, charge_id, owner, started, engine.lease)
-        if charge is None:
-            out.busy = True
+        conn = engine.db.connect()
+        try:
+            conn.begin()
+            charge = take_lease(conn, charge_id, owner, started, engine.lease)
+        except BaseException:
+            conn.close()
+            raise
+        if charge is None or charge.lease_owner != owner:
+            conn.close()  # nothing was written
+            if charge is None:
+                out.busy = True
+            else:  # final: nothing to do, no lease taken
+                out.status, out.code = charge.status, charge.last_code
             return out
         with logs.bind(recurrent_id=charge.recurrent_id):
-            _drive(_Run(engine, charge, owner, out, started))
+            _drive(_Run(engine, charge, owner, out, started, conn))
     return out
 
 
@@ -223,7 +396,7 @@ def _drive(run: _Run) -> None:
     resume_at: datetime | None = None
     try:
         for _ in range(50):  # each step makes one transition; the bound is a safety net
-            if run.charge.status in FINAL_CHARGE_STATUSES:
+            if run.charge.status in FINAL:
                 break
             before = run.charge.status
             try:
@@ -234,11 +407,22 @@ def _drive(run: _Run) -> None:
             if run.charge.status == before and before != CS.UNKNOWN:
                 break  # the step could not move it (cancel or another writer won): stop here
             # (unknown -> resend -> unknown again: resolve once more, within the run's bounds)
+        if not run.released:
+            release(run.tx(), run.charge.id, run.charge.subscription_id, run.owner, resume_at)
+        run.commit()
     except LeaseLost:
+        run.rollback()
+        run.save_calls()
         run.out.status = None  # another run owns it now; it reports the outcome
         return
+    except BaseException:
+        run.rollback()
+        try:
+            run.save_calls()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            log.exception("charge %s: could not record its NAVER calls", run.charge.id)
+        raise
     run.out.status, run.out.code = run.charge.status, run.charge.last_code
-    release_lease(run.engine.sessions, run.charge, run.owner, resume_at)
 
 
 def _stalled(run: _Run) -> datetime:
@@ -246,9 +430,7 @@ def _stalled(run: _Run) -> datetime:
     that grows with every stalled run (and is jittered)."""
     engine, charge = run.engine, run.charge
     resume_at = engine.clock() + engine.backoff(engine.stall_delays, charge.backoff_count)
-    with engine.sessions.begin() as s:
-        s.execute(update(Charge).where(Charge.id == charge.id, Charge.lease_owner == run.owner)
-                  .values(backoff_count=Charge.backoff_count + 1))
+    count_stall(run.tx(), charge.id, run.owner)
     charge.backoff_count += 1
     log.warning("charge %s: NAVER has not settled it in this run (%s calls); next run after %s",
                 charge.id, run.out.calls, resume_at.isoformat())
@@ -257,72 +439,72 @@ def _stalled(run: _Run) -> datetime:
 
 # --- calls ----------------------------------------------------------------------------------
 
-def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T],
-          retry_on: tuple[type[BaseException], ...]) -> T:
+def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: Retrying) -> T:
     """Call NAVER with short tenacity retries (same key), recording every try, within the
-    run's call budget and time limit."""
-    engine = run.engine
+    run's call budget and time limit. The open transaction is committed before each try."""
     tries = 0
 
     def once() -> T:
         nonlocal tries
         _within_bounds(run)
-        if kind == "approve" and tries and not _active(run):
-            raise _NotActive  # cancel wins between two tries of the same approval, too
+        if tries:
+            # The previous try's row is written, the leases renewed (a run that lost its
+            # charge stops here) and, cancel wins, the subscription read again.
+            active = run.checkpoint()
+            if kind == "approve" and not active:
+                raise _NotActive
+        run.commit()
         tries += 1
         run.out.calls += 1
+        run.active = None  # the next call that could move money reads the status again
         started = time.monotonic()
         try:
             result = fn()
         except Exception as exc:
-            _record(run, kind, key, error=exc, elapsed=time.monotonic() - started)
+            run.note_call(kind, key, error=exc, elapsed=time.monotonic() - started)
             raise
-        _record(run, kind, key, result=result, elapsed=time.monotonic() - started)
+        run.note_call(kind, key, result=result, elapsed=time.monotonic() - started)
         return result
 
-    retrying = Retrying(
-        stop=stop_after_attempt(engine.transient_tries),
-        wait=wait_exponential(multiplier=0.5, max=engine.backoff_max),
-        retry=retry_if_exception_type(retry_on),
-        sleep=engine.sleep,
-        reraise=True,
-    )
     return retrying(once)
+
+
+def _in_bounds(run: _Run) -> bool:
+    """Whether this run may still call NAVER (calls left, time left)."""
+    engine = run.engine
+    return run.out.calls < engine.call_budget and engine.clock() - run.started < engine.run_limit
 
 
 def _within_bounds(run: _Run) -> None:
     """Stop (and come back after a backoff) once this run used its NAVER calls or its time."""
-    engine = run.engine
-    if run.out.calls >= engine.call_budget or engine.clock() - run.started >= engine.run_limit:
+    if not _in_bounds(run):
         raise _Stop(stalled=True)
 
 
-def _record(run: _Run, kind: str, key: str | None, **kw: Any) -> None:
-    """The attempt row, and the run's lease renewed; a run that lost the charge stops."""
-    charge, engine = run.charge, run.engine
-    with engine.sessions.begin() as s:
-        record_attempt(s, kind=kind, key=key, charge_id=charge.id, at=engine.clock(),
-                       subscription_id=charge.subscription_id, attempt_no=charge.attempt_count, **kw)
-        owned = renew(s, charge, run.owner, engine.clock(), engine.lease)
-    if not owned:
-        raise LeaseLost(charge.id)
-
-
 def _client(run: _Run) -> NaverPayClient:
-    return run.engine.client_for(run.merchant)
+    """The merchant's client, looked up once per run (from the merchant row this run read, so
+    a credentials fix takes effect with the next run, without a restart)."""
+    if run.client is None:
+        run.client = run.engine.client_for(run.merchant)
+    return run.client
 
 
 def _active(run: _Run) -> bool:
-    """Read now, not from the run's start: a pause or cancel wins over the next call."""
-    status = subscription_status(run.engine.sessions, run.charge.subscription_id)
-    run.charge.subscription.status = status or "missing"
-    return status == SS.ACTIVE
+    """Read now, not from the run's start: a pause or cancel wins over the next call. The read
+    made in the open transaction since the last NAVER call is the one (no second read)."""
+    if run.active is None:
+        return run.checkpoint()
+    return run.active
 
 
 def _cancel(run: _Run, sources: Iterable[CS], why: str = "") -> None:
     status = run.charge.subscription.status
     run.transition(sources, CS.CANCELED, next_attempt_at=None, lease_until=None,
                    reason=f"subscription is {status}; pending attempt canceled{why}")
+
+
+def _wanted(merchant: MerchantRow, event: str) -> bool:
+    return notify.wanted(cast(Merchant, merchant), event)  # reads notify_on only
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -334,15 +516,14 @@ def _begin_attempt(run: _Run) -> None:
         return _cancel(run, (CS.PENDING, CS.RETRY_WAIT))
     if charge.status == CS.RETRY_WAIT and charge.next_attempt_at and charge.next_attempt_at > now:
         raise _Stop  # not due yet; the walk brings it back at next_attempt_at
-    older = older_open_charge(engine.sessions, charge)
+    # Read with the lease when this is the run's first transaction; otherwise now.
+    older = charge.older_open if run.older_fresh else older_open_charge(run.tx(), charge)
     if older is not None:
         # One registration's cycles run oldest first: an older cycle still open (retrying,
         # unknown, held) must end before a newer one moves money.
         log.info("charge %s waits for the older cycle's charge %s", charge.id, older)
         if charge.status == CS.RETRY_WAIT:
-            with engine.sessions.begin() as s:
-                s.execute(update(Charge).where(Charge.id == charge.id, Charge.lease_owner == run.owner)
-                          .values(next_attempt_at=now + engine.order_delay))
+            wait_for_older(run.tx(), charge.id, run.owner, now + engine.order_delay)
         raise _Stop(resume_at=now + engine.order_delay)
     run.transition((CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, attempt_count=charge.attempt_count + 1,
                    next_attempt_at=None, payment_id=None, held_from=None, backoff_count=0, key_round=0)
@@ -361,7 +542,7 @@ def _reserve(run: _Run) -> None:
             tax_scope_amount=taxable, tax_ex_scope_amount=charge.tax_free_amount,
             product_name=sub.product_name, merchant_pay_id=f"{charge.merchant_pay_id}-{charge.attempt_count}",
             merchant_user_id=sub.merchant_user_id, idempotency_key=key,
-        ), retry_on=(TransientError, UnknownOutcomeError))
+        ), run.engine.retry_unsettled)
     except NaverPayError as exc:
         if customer_decline(exc):
             return _declined(run, exc.code, str(exc), (CS.RESERVING,))
@@ -369,8 +550,16 @@ def _reserve(run: _Run) -> None:
             _note(run, exc)
             raise _Stop(stalled=True) from exc  # still reserving; back after a backoff
         return _hold(run, exc, CS.RESERVING, (CS.RESERVING,))
-    run.transition((CS.RESERVING,), CS.RESERVED, payment_id=reservation.payment_id,
-                   last_code=reservation.code, last_message=None)
+    reserved: dict[str, Any] = {"payment_id": reservation.payment_id, "last_code": reservation.code,
+                                "last_message": None}
+    run.lock(run.tx())  # the subscription's status, read after the reservation (cancel wins)
+    if run.active and _in_bounds(run):
+        # reserving -> reserved -> approving in one statement (the transitions _approve makes),
+        # committed before the approval call: after a crash, "approving" says "maybe charged".
+        if run.transition((CS.RESERVING,), CS.APPROVING, via=CS.RESERVED, **reserved):
+            _send_approval(run)
+        return
+    run.transition((CS.RESERVING,), CS.RESERVED, **reserved)  # _approve cancels, or stops
 
 
 def _approve(run: _Run) -> None:
@@ -390,7 +579,7 @@ def _send_approval(run: _Run) -> None:
     try:
         approval = _call(run, "approve", key, lambda: _client(run).approve_payment(
             recurrent_id=charge.recurrent_id, payment_id=payment_id, idempotency_key=key,
-        ), retry_on=(TransientError,))
+        ), run.engine.retry_transient)
     except _NotActive:
         # A try may still be in flight at NAVER: history (after the settle window) decides.
         run.transition((CS.APPROVING,), CS.UNKNOWN, last_message="subscription stopped between tries")
@@ -413,6 +602,7 @@ def _resolve(run: _Run) -> None:
     if out.resolves >= engine.resolve_tries:
         raise _Stop(stalled=True)  # NAVER keeps not knowing; back after a backoff
     if out.resolves:
+        run.commit()  # never sleep inside a transaction
         engine.sleep(min(engine.backoff_max, 2.0 ** out.resolves))
     out.resolves += 1
     status = CS(charge.status)
@@ -420,7 +610,7 @@ def _resolve(run: _Run) -> None:
     payment_id = charge.payment_id
     try:
         page = _call(run, "history", None, lambda: _client(run).payment_history(payment_id=payment_id),
-                     retry_on=(TransientError,))
+                     engine.retry_transient)
     except MerchantSideError as exc:
         return _hold(run, exc, CS.UNKNOWN, (status,))
     except NaverPayError as exc:
@@ -437,7 +627,8 @@ def _resolve(run: _Run) -> None:
         # Cancel wins: NAVER has no approval, so none will be sent; the reservation expires.
         # But an approval we sent moments ago may still land (our client gave up, NAVER did
         # not): history is only trusted once the settle window after the last send passed.
-        sent = last_approval_at(engine.sessions, charge)
+        sent = last_approval_at(run.tx(), charge, [row["created_at"] for row in run.pending
+                                                   if row["kind"] == "approve"])
         if sent is not None and engine.clock() < sent + engine.settle_window:
             raise _Stop(resume_at=sent + engine.settle_window)
         return _cancel(run, (status,), "; history shows no approval, none will be sent")
@@ -479,7 +670,7 @@ def _hold(run: _Run, exc: NaverPayError, resume_to: CS, sources: Iterable[CS]) -
     engine, charge = run.engine, run.charge
     now = engine.clock()
     at = now + engine.backoff(engine.hold_delays, charge.backoff_count)
-    with engine.sessions.begin() as s:
+    with _orm(run) as s:
         code = exc.code or type(exc).__name__
         if not run.cas(s, sources, CS.HELD, held_from=resume_to.value, next_attempt_at=at,
                        backoff_count=charge.backoff_count + 1, last_code=code,
@@ -488,7 +679,7 @@ def _hold(run: _Run, exc: NaverPayError, resume_to: CS, sources: Iterable[CS]) -
         sub = s.get(Subscription, charge.subscription_id)
         assert sub is not None
         run.out.notification_ids += notify.queue_alert(
-            s, notify.CHARGE_HELD, sub, now, dedupe=str(charge.id), charge=charge,
+            s, notify.CHARGE_HELD, sub, now, dedupe=str(charge.id), charge=_fresh(s, charge),
             message=(f"charge {charge.id} is held: NAVER refused our request ({code}: "
                      f"{exc}); check the merchant's credentials and settings. It resumes by itself "
                      f"from {at.isoformat()}, or now with `npay-billing retry {charge.id}`."),
@@ -500,24 +691,42 @@ def _succeed(run: _Run, detail: PaymentDetail | None, sources: Iterable[CS]) -> 
     now = engine.clock()
     approved = detail.total_pay_amount if detail else None
     ok = approved == charge.amount and (detail is None or detail.admission_state in (None, "SUCCESS"))
-    with engine.sessions.begin() as s:
-        if ok:
-            moved = run.cas(s, sources, CS.SUCCEEDED, approved_amount=approved, approved_at=now,
-                            last_code="Success", last_message=None, held_from=None)
-            event = notify.SUCCEEDED
-        else:
-            # Money moved but not as reserved: flagged for a human, never reported as success.
-            moved = run.cas(s, sources, CS.AMOUNT_MISMATCH, approved_amount=approved, approved_at=now,
-                            last_code="AmountMismatch",
-                            last_message=f"approved {approved} won but reserved {charge.amount} won")
-            event = notify.AMOUNT_MISMATCH
-            log.error("charge %s: approved %s won but reserved %s won", charge.id, approved,
-                      charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
-        if moved and notify.wanted(run.merchant, event):
-            out.notification_ids += notify.queue(s, event, _fresh(s, charge), now)
+    if ok:
+        moved = run.transition(sources, CS.SUCCEEDED, approved_amount=approved, approved_at=now,
+                               last_code="Success", last_message=None, held_from=None)
+        event = notify.SUCCEEDED
+    else:
+        # Money moved but not as reserved: flagged for a human, never reported as success.
+        moved = run.transition(sources, CS.AMOUNT_MISMATCH, approved_amount=approved, approved_at=now,
+                               last_code="AmountMismatch",
+                               last_message=f"approved {approved} won but reserved {charge.amount} won")
+        event = notify.AMOUNT_MISMATCH
+        log.error("charge %s: approved %s won but reserved %s won", charge.id, approved,
+                  charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
+    if moved and _wanted(run.merchant, event):  # in the transaction of the transition
+        out.notification_ids += queue_notifications(run.tx(), event, charge, now)
 
 
-def _policy(merchant: Merchant) -> RetryPolicy:
+def queue_notifications(conn: Connection, event: str, charge: ChargeRow, now: datetime) -> list[int]:
+    """``notify.queue`` for a charge this run holds (rows as the run last read and wrote
+    them): the same outbox rows, same channels and payload, without loading them again.
+    For the events of a settled approval (succeeded, amount mismatch)."""
+    assert event in (notify.SUCCEEDED, notify.AMOUNT_MISMATCH), event
+    sub = charge.subscription
+    rows = []
+    for channel in notify.channels(cast(Merchant, sub.merchant), cast(Subscription, sub), event):
+        event_id = uuid.uuid4().hex
+        payload = notify._payload(event, event_id, cast(Charge, charge), cast(Subscription, sub), now)
+        rows.append({"event_id": event_id, "dedupe_key": f"{event}:{charge.id}:{charge.attempt_count}",
+                     "event": event, "channel": channel, "subscription_id": sub.id, "charge_id": charge.id,
+                     "payload": json.dumps(payload, ensure_ascii=False), "status": NS.PENDING,
+                     "created_at": now, "lease_until": now + timedelta(minutes=2)})
+    if not rows:
+        return []
+    return list(conn.execute(insert(NOTIFICATIONS).returning(NOTIFICATIONS.c.id), rows).scalars())
+
+
+def _policy(merchant: MerchantRow) -> RetryPolicy:
     try:
         return RetryPolicy.from_columns(merchant.retry_delays, merchant.max_attempts,
                                         merchant.retryable_codes)
@@ -533,10 +742,10 @@ def _declined(run: _Run, code: str | None, message: str, sources: Iterable[CS]) 
     now = engine.clock()
     merchant = run.merchant
     at = _policy(merchant).next_attempt_at(charge.attempt_count, code, now)
-    with engine.sessions.begin() as s:
+    with _orm(run) as s:
         sub = s.get(Subscription, charge.subscription_id)
         assert sub is not None
-        common = {"last_code": code, "last_message": message[:2000], "lease_until": None}
+        common: dict[str, Any] = {"last_code": code, "last_message": message[:2000], "lease_until": None}
         if sub.status != SS.ACTIVE:
             # Paused, canceled or already finally failed meanwhile: no further attempt, and no
             # second final action or notification for the same subscription.
@@ -545,7 +754,7 @@ def _declined(run: _Run, code: str | None, message: str, sources: Iterable[CS]) 
             return
         if at is not None:
             moved = run.cas(s, sources, CS.RETRY_WAIT, next_attempt_at=at, **common)
-            if moved and notify.wanted(merchant, notify.ATTEMPT_FAILED):
+            if moved and _wanted(merchant, notify.ATTEMPT_FAILED):
                 out.notification_ids += notify.queue(s, notify.ATTEMPT_FAILED, _fresh(s, charge), now)
             return
         later = later_success(s, charge)
@@ -563,7 +772,7 @@ def _declined(run: _Run, code: str | None, message: str, sources: Iterable[CS]) 
                 extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
 
 
-def _final_action(sub: Subscription, merchant: Merchant, out: ChargeOutcome, now: datetime) -> None:
+def _final_action(sub: Subscription, merchant: MerchantRow, out: ChargeOutcome, now: datetime) -> None:
     if merchant.final_action == FA.EXPIRE:
         sub.status = sub.seen_status = SS.REVOKING
         sub.revoke_reason, sub.expire_attempts, sub.expire_next_at = RR.FINAL_FAILURE, 0, None
@@ -572,16 +781,15 @@ def _final_action(sub: Subscription, merchant: Merchant, out: ChargeOutcome, now
         sub.status = sub.seen_status = SS.PAUSED
 
 
-def _fresh(s: Session, charge: Charge) -> Charge:
+def _fresh(s: Session, charge: ChargeRow) -> Charge:
     row = s.get(Charge, charge.id, populate_existing=True)
     assert row is not None
     return row
 
 
 def _note(run: _Run, exc: NaverPayError) -> None:
-    with run.engine.sessions.begin() as s:
-        s.execute(update(Charge).where(Charge.id == run.charge.id, Charge.lease_owner == run.owner)
-                  .values(last_code=exc.code, last_message=str(exc)[:2000]))
+    if not note_result(run.tx(), run.charge.id, run.owner, exc.code, str(exc)[:2000]):
+        raise LeaseLost(run.charge.id)  # another run owns it now
     run.charge.last_code = exc.code
 
 

@@ -16,7 +16,8 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Merchant, make_engine, make_session_factory, utcnow
+from models import make_engine, make_session_factory, utcnow
+from worker.charge_store import MerchantSettings
 from worker.charging import ChargeEngine
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.config import NaverPayConfig
@@ -24,7 +25,7 @@ from worker.notify import EmailSender, Sender, WebhookSender
 from worker.settings import Settings
 
 
-def merchant_config(base: NaverPayConfig, merchant: Merchant) -> NaverPayConfig:
+def merchant_config(base: NaverPayConfig, merchant: MerchantSettings) -> NaverPayConfig:
     """The NAVER Pay config of ``merchant``: its columns override the environment's values.
 
     The chain id is optional (NAVER issues one to group-type merchants only) and belongs to
@@ -58,10 +59,21 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     _clients: dict[tuple[object, ...], NaverPayClient] = field(default_factory=dict)
+    # The merchant's columns (and its secret's current value) -> its client: the per-call
+    # lookup is one dict get; a changed column or secret is a new key, so a credentials fix
+    # takes effect on the next run without a restart.
+    _by_columns: dict[tuple[object, ...], NaverPayClient] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _charge_engine: ChargeEngine | None = None
 
-    def client_for(self, merchant: Merchant) -> NaverPayClient:
+    def client_for(self, merchant: MerchantSettings) -> NaverPayClient:
         """One client per distinct merchant configuration, created once."""
+        env = merchant.client_secret_env
+        columns = (merchant.id, merchant.api_base, merchant.partner_id, merchant.client_id,
+                   merchant.chain_id, env, os.environ.get(env) if env else None)
+        client = self._by_columns.get(columns)
+        if client is not None:
+            return client
         config = merchant_config(self.settings.naverpay, merchant)
         key = (config.api_base, config.partner_id, config.client_id, config.chain_id,
                config.onetime_chain_id, config.client_secret)
@@ -69,12 +81,16 @@ class Runtime:
             if key not in self._clients:
                 from worker.metrics import observe_naverpay
                 self._clients[key] = NaverPayClient(config, observer=observe_naverpay)
+            self._by_columns[columns] = self._clients[key]
             return self._clients[key]
 
     def charge_engine(self) -> ChargeEngine:
-        """The charge state machine's collaborators."""
-        return ChargeEngine(sessions=self.sessions, client_for=self.client_for, clock=utcnow,
-                            sleep=time.sleep, lease=self.settings.lease)
+        """The charge state machine's collaborators (one per process: its retry strategies
+        are built once)."""
+        if self._charge_engine is None:
+            self._charge_engine = ChargeEngine(sessions=self.sessions, client_for=self.client_for,
+                                               clock=utcnow, sleep=time.sleep, lease=self.settings.lease)
+        return self._charge_engine
 
     @functools.cached_property
     def senders(self) -> dict[str, Sender]:
