@@ -17,10 +17,11 @@ from scheduler.walk import walk
 from worker import metrics
 from worker.app import app
 from worker.charging import ChargeOutcome, process_charge
-from worker.finalize import expire_registration
+from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
 from worker.runtime import runtime
+from worker.surfacing import surface_stuck
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,33 @@ def _dispatch(outcome: ChargeOutcome) -> None:
 def walk_task() -> dict[str, int]:
     """Beat's one entry: walk the subscriptions table and enqueue what is due."""
     rt = runtime()
-    report = walk(rt.sessions, utcnow(), rt.settings.walk)
+    now = utcnow()
+    report = walk(rt.sessions, now, rt.settings.walk)
     metrics.WALKS.inc()
+    cancels: list[int] = []
+    surfaced = 0
+    try:  # after the walk (cancel wins has run); a failure here never stops the rest
+        with rt.sessions.begin() as s:
+            cancels = begin_merchant_cancels(s, now, rt.settings.walk.batch_size, rt.settings.walk.lease)
+        with rt.sessions.begin() as s:
+            surfaced = surface_stuck(s, now, rt.settings.surface_after, rt.settings.walk.batch_size)
+    except Exception:
+        log.exception("walk: merchant cancels / surfacing failed; retried on the next walk")
     for reason, ids in (("new", report.new_charge_ids), ("retry", report.retry_charge_ids),
-                        ("stuck", report.stuck_charge_ids)):
+                        ("held", report.held_charge_ids), ("stuck", report.stuck_charge_ids)):
         metrics.WALK_ENQUEUED.labels(reason=reason).inc(len(ids))
         for charge_id in ids:
             charge.delay(charge_id)
-    for subscription_id in report.revoking_subscription_ids:
+    for subscription_id in [*report.revoking_subscription_ids, *cancels]:
         expire_subscription.delay(subscription_id)
     for notification_id in report.notification_ids:
         deliver_notification.delay(notification_id)
     summary = {"scheduled": report.scheduled, "invalid": len(report.invalid),
                "charges": len(report.charge_ids), "skipped": report.skipped,
-               "canceled": report.canceled}
+               "canceled": report.canceled, "merchant_cancels": len(cancels), "surfaced": surfaced,
+               "conflicts": report.conflicts, "failed_steps": len(report.failed_steps)}
+    for step, error in report.failed_steps:
+        log.error("walk step %s failed: %s", step, error)
     if any(summary.values()):
         log.info("walk: %s", summary)
     return summary
