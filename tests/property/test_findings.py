@@ -19,7 +19,7 @@ def clean(tag: str) -> None:
     assert not world.violations, explain(world)
 
 
-@pytest.mark.xfail(strict=True, reason=FINDINGS["held-never-resumed"].summary)
+# Fixed by the walk claiming held charges and newer cycles not waiting behind a held one.
 def test_a_held_charge_resumes_once_the_credentials_work_and_later_cycles_do_not_wait_silently() -> None:
     """401 on the first reserve (held), NAVER heals: the held charge and the next cycle's charge
     (pending behind it) must both end."""
@@ -56,7 +56,7 @@ def test_a_reservation_that_expired_while_we_were_down_is_not_the_customers_decl
     clean("time-expired-counted-as-decline")
 
 
-@pytest.mark.xfail(strict=True, reason=FINDINGS["walk-raised:CroniterBadDateError"].summary)
+# Fixed by the walk isolating every row (issue 7, defect 1).
 def test_the_walk_survives_a_cron_changed_to_an_impossible_date() -> None:
     clean("walk-raised:CroniterBadDateError")
 
