@@ -12,10 +12,10 @@ import pytest
 
 from models import ChargeStatus, SubscriptionStatus
 from tests.worker.cli_helpers import add_charge, cli, cli_json, subscribe
-from worker.cli_charges import CHARGE_STATUSES
-from worker.cli_format import table, when, won
-from worker.cli_subscriptions import SUBSCRIPTION_STATUSES
-from worker.cli_support import redact
+from worker.cli.charges import CHARGE_STATUSES
+from worker.cli.output import table, when, won
+from worker.cli.subscriptions import SUBSCRIPTION_STATUSES
+from worker.cli.support import redact
 
 ADD = ["subscriptions", "add", "--recurrent-id", "RE-NEW", "--user", "user-7", "--product-code",
        "PLAN-M", "--product-name", "월간 구독", "--amount", "9900"]

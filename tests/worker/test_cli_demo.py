@@ -10,7 +10,7 @@ import httpx
 from tests.services import ROOT, free_port, wait_until
 from tests.worker.billing import Sandbox
 from tests.worker.cli_helpers import cli, cli_json
-from worker.cli_demo import plan_seeds
+from worker.cli.demo import plan_seeds
 
 
 def test_demo_seeds_registrations_subscriptions_and_the_policy(db, sandbox_url):

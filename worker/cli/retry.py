@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from worker.cli_format import clock_time, emit_json, when
-from worker.cli_support import CliError, Env, SetupError, current_env, json_option, redact
+from worker.cli.output import clock_time, emit_json, when
+from worker.cli.support import CliError, Env, SetupError, current_env, json_option, redact
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from worker.cli_format import emit_json
-from worker.cli_support import current_env, find_charge, find_subscription, json_option
-from worker.cli_views import attempt_dict, attempts_table, charge_dict, charge_fields, charges_table
+from worker.cli.output import emit_json
+from worker.cli.support import current_env, find_charge, find_subscription, json_option
+from worker.cli.views import attempt_dict, attempts_table, charge_dict, charge_fields, charges_table
 
 CHARGE_STATUSES = ("pending", "reserving", "reserved", "approving", "unknown", "retry_wait",
                    "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held")

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli_format import emit_json
-from worker.cli_support import Refused, current_env, find_subscription, json_option
+from worker.cli.output import emit_json
+from worker.cli.support import Refused, current_env, find_subscription, json_option
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from worker.cli_format import emit_json, table, won
-from worker.cli_support import SetupError, current_env, json_option
+from worker.cli.output import emit_json, table, won
+from worker.cli.support import SetupError, current_env, json_option
 
 if TYPE_CHECKING:
     import httpx

@@ -1,14 +1,14 @@
 """How rows look in the CLI: one dict per row for ``--json``, one list of cells per table row.
 
 JSON carries the raw columns (integers of won, instants as ISO-8601 UTC via
-``cli_format.plain``); tables carry the human form (Seoul time, ``9,900원``).
+``output.plain``); tables carry the human form (Seoul time, ``9,900원``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from worker.cli_format import fields, table, when, won
+from worker.cli.output import fields, table, when, won
 
 if TYPE_CHECKING:
     from models import Charge, ChargeAttempt, Subscription

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli_format import clock_time, duration, emit_json, fields, table, when, won
-from worker.cli_support import current_env, json_option
+from worker.cli.output import clock_time, duration, emit_json, fields, table, when, won
+from worker.cli.support import current_env, json_option
 
 if TYPE_CHECKING:
     from worker.overview import Overview

@@ -1,4 +1,4 @@
-"""``npay-billing subscriptions add | list | show`` (pause/resume/cancel: ``cli_lifecycle``).
+"""``npay-billing subscriptions add | list | show`` (pause/resume/cancel: ``lifecycle``).
 
 ``add`` inserts exactly the row a user would insert with SQL (the columns given, server
 defaults for the rest, ``next_charge_at`` NULL so the walk schedules the first cycle), but
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from worker.cli_format import emit_json, when
-from worker.cli_lifecycle import cancel, pause, resume
-from worker.cli_support import SetupError, current_env, find_subscription, json_option
-from worker.cli_views import (
+from worker.cli.lifecycle import cancel, pause, resume
+from worker.cli.output import emit_json, when
+from worker.cli.support import SetupError, current_env, find_subscription, json_option
+from worker.cli.views import (
     charge_dict,
     charges_table,
     subscription_dict,
