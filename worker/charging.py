@@ -9,6 +9,8 @@ state or must wait::
     reserving --reserve(key n)--> reserved --CAS--> approving --approve(key n)--> succeeded
                                                                               | amount_mismatch
         customer decline (NAVER's answer about the means) --> policy: retry_wait | failed
+        TimeExpired (the reservation outlived NAVER's window while we waited; history first)
+              --> reserving again, same attempt, next key round (after 3 rounds: held)
         merchant-side fault (401, InvalidParameter, a proxy's 4xx, a code we do not know)
               --> held (no attempt consumed, no final action, no customer notice; alert)
         unknown outcome --> unknown
@@ -101,6 +103,7 @@ from worker.charge_store import (
 )
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.errors import (
+    DeclinedError,
     MerchantSideError,
     NaverPayError,
     TransientError,
@@ -114,6 +117,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOTIFICATIONS = cast(Table, Notification.__table__)
 FINAL = frozenset(status.value for status in FINAL_CHARGE_STATUSES)
+TIME_EXPIRED = "TimeExpired"  # the reservation outlived NAVER's window: ours to redo, no decline
+RESERVE_AGAIN_LIMIT = 3  # key rounds of one attempt that may reserve again before a hold
 
 
 @dataclass(frozen=True)
@@ -398,13 +403,14 @@ def _drive(run: _Run) -> None:
         for _ in range(50):  # each step makes one transition; the bound is a safety net
             if run.charge.status in FINAL:
                 break
-            before = run.charge.status
+            before = run.charge.status, run.charge.key_round
             try:
                 STEPS[CS(run.charge.status)](run)
             except _Stop as stop:
                 resume_at = _stalled(run) if stop.stalled else stop.resume_at
                 break
-            if run.charge.status == before and before != CS.UNKNOWN:
+            # (reserving -> ... -> reserving in one step is progress: a new key round)
+            if (run.charge.status, run.charge.key_round) == before and before[0] != CS.UNKNOWN:
                 break  # the step could not move it (cancel or another writer won): stop here
             # (unknown -> resend -> unknown again: resolve once more, within the run's bounds)
         if not run.released:
@@ -585,6 +591,8 @@ def _send_approval(run: _Run) -> None:
         run.transition((CS.APPROVING,), CS.UNKNOWN, last_message="subscription stopped between tries")
         return
     except NaverPayError as exc:
+        if exc.code == TIME_EXPIRED:
+            return _reserve_again(run, exc, CS.APPROVING)
         if customer_decline(exc):
             return _declined(run, exc.code, str(exc), (CS.APPROVING,))
         if isinstance(exc, TransientError | UnknownOutcomeError):
@@ -622,6 +630,8 @@ def _resolve(run: _Run) -> None:
         return _succeed(run, success, (status,))
     if approvals:  # a FAIL row: the approval was refused; judge it by that row's own result
         code, message = _history_result(approvals[-1])
+        if code == TIME_EXPIRED:
+            return _reserve_again(run, DeclinedError(message, api="approve", code=code), status)
         return _declined(run, code, message, (status,))
     if not _active(run):
         # Cancel wins: NAVER has no approval, so none will be sent; the reservation expires.
@@ -637,6 +647,41 @@ def _resolve(run: _Run) -> None:
     if status == CS.UNKNOWN and not run.transition((CS.UNKNOWN,), CS.APPROVING):
         return
     _send_approval(run)
+
+
+def _reserve_again(run: _Run, exc: NaverPayError, status: CS) -> None:
+    """NAVER answered ``TimeExpired``: the reservation outlived NAVER's reserve->approve window
+    because *we* waited (a worker died between the two calls, a hold, a stall, a backoff). That
+    says nothing about the customer's means, so no attempt is consumed, the customer hears
+    nothing and no final action runs: the charge reserves again (a new key round, so a new
+    paymentId) within the same attempt and approves that.
+
+    History is read first (one call, on a rare path): an approval NAVER committed under this
+    paymentId before the window closed is a success, never a reason to reserve again. A charge
+    that keeps expiring (``RESERVE_AGAIN_LIMIT`` rounds: our flow cannot beat NAVER's window)
+    is held like our other faults, which alerts the merchant and backs off."""
+    charge = run.charge
+    assert charge.payment_id is not None
+    payment_id = charge.payment_id
+    try:
+        page = _call(run, "history", None, lambda: _client(run).payment_history(payment_id=payment_id),
+                     run.engine.retry_transient)
+    except MerchantSideError as held:
+        return _hold(run, held, CS.UNKNOWN, (status,))
+    except NaverPayError as failed:
+        # History cannot be read now: unknown (history decides later) is the safe state.
+        run.transition((status,), CS.UNKNOWN, last_code=failed.code, last_message=str(failed)[:2000])
+        return
+    success = next((row for row in page.rows if row.admission_type_code in (None, "01")
+                    and row.admission_state == "SUCCESS"), None)
+    if success is not None:
+        return _succeed(run, success, (status,))
+    if charge.key_round >= RESERVE_AGAIN_LIMIT:
+        return _hold(run, exc, CS.RESERVING, (status,))
+    log.warning("charge %s: reservation %s expired before its approval (%s); reserving again",
+                charge.id, payment_id, exc.code)
+    run.transition((status,), CS.RESERVING, payment_id=None, key_round=charge.key_round + 1,
+                   last_code=exc.code, last_message=f"reservation {payment_id} expired; reserving again")
 
 
 def _history_result(row: PaymentDetail) -> tuple[str, str]:

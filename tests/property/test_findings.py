@@ -8,8 +8,6 @@ Those without a mark failed on 13ee2f9 and pass since the fix named above them.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.property.findings import EVERY_5_MIN, FINDINGS
 from tests.property.world import Scenario, SubSpec, explain, run_scenario
 
@@ -48,11 +46,12 @@ def test_no_approval_is_resent_after_a_cancel_between_two_tries() -> None:
     clean("resent-after-cancel-in-sleep")
 
 
-@pytest.mark.xfail(strict=True, reason=FINDINGS["time-expired-counted-as-decline"].summary)
+# Fixed on main: TimeExpired reserves again within the same attempt (charging._reserve_again).
 def test_a_reservation_that_expired_while_we_were_down_is_not_the_customers_decline() -> None:
     """The worker dies before sending the approval; the walk re-enqueues the charge 15 minutes
     later, past the 10-minute reservation window; NAVER answers TimeExpired. With one attempt
-    allowed, today's code fails the charge finally, tells the customer and expires them."""
+    allowed, 13ee2f9 failed the charge finally, told the customer and expired them; now the
+    charge reserves again within the same attempt and is approved."""
     clean("time-expired-counted-as-decline")
 
 

@@ -7,6 +7,7 @@ Each test names the defect it pins; each failed on the engine before the hardeni
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -402,3 +403,48 @@ class TickingClient:
             self.clock.advance(seconds=self.seconds)
             return method(*args, **kwargs)
         return call
+
+
+# --- finding (d) of the property suite: TimeExpired is ours to redo, not a decline ----------
+
+def test_a_reservation_that_expired_while_we_waited_is_reserved_again_not_declined(world):
+    """The worker stops between the reservation and the approval (here: its call budget ends
+    there, as when it dies); the reservation outlives NAVER's window; the next run's approval
+    is answered TimeExpired. With one attempt allowed, that used to fail the charge finally,
+    tell the customer and expire the registration. Now the same attempt reserves again."""
+    rid = world.subscribe()
+    world.policy(max_attempts=1)
+    world.sandbox.configure(reserveWindowSeconds=1)
+    charge_id = world.due_charge()
+    assert process_charge(world.make_engine(call_budget=1), charge_id, "dies").status == "reserved"
+    expired = world.charge(charge_id).payment_id
+    time.sleep(1.5)  # the sandbox's window is real time
+    world.clock.advance(minutes=10)
+    world.sandbox.configure(reserveWindowSeconds=600)
+    assert world.run(charge_id).status == "succeeded"
+    charge = world.charge(charge_id)
+    assert (charge.attempt_count, charge.key_round) == (1, 1) and charge.payment_id != expired
+    states = {p["paymentId"]: p["state"] for p in world.sandbox.payments(rid)}
+    assert states == {expired: "EXPIRED", charge.payment_id: "APPROVED"}
+    kinds = [(kind, code) for kind, _outcome, code in world.attempts(charge_id)]
+    assert ("approve", "TimeExpired") in kinds
+    assert kinds[-2:] == [("reserve", "Success"), ("approve", "Success")]
+    assert world.subscription()[0] == "active"
+    assert not {e for e, _ in world.notifications()} & {"charge.attempt_failed", "charge.final_failure"}
+
+
+def test_reservations_that_keep_expiring_hold_the_charge_without_consuming_an_attempt(world):
+    """Our flow cannot beat NAVER's window (here: a window of zero): after a bounded number of
+    rounds the charge is held for the merchant, never declined for the customer."""
+    world.subscribe()
+    world.policy(max_attempts=1)
+    world.sandbox.configure(reserveWindowSeconds=0)
+    charge_id = world.due_charge()
+    out = process_charge(world.make_engine(call_budget=20), charge_id, "run")
+    charge = world.charge(charge_id)
+    assert (out.status, charge.last_code, charge.attempt_count) == ("held", "TimeExpired", 1)
+    assert charge.held_from == "reserving"
+    reserves = [a for a in world.attempts(charge_id) if a[0] == "reserve"]
+    assert len(reserves) == 4  # the first reservation and three more rounds, then the hold
+    assert world.subscription()[0] == "active"
+    assert not {e for e, _ in world.notifications()} & {"charge.attempt_failed", "charge.final_failure"}
