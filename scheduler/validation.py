@@ -68,13 +68,14 @@ def schedule_problems(subscription: Subscription) -> list[str]:
     except CycleError as exc:
         found.append(str(exc))
     if cron is not None and subscription.merchant is not None:  # else: its interval is unknown
-        problem = schedule_problem(cron, _min_interval(subscription.merchant))
+        problem = schedule_problem(cron, min_interval(subscription.merchant))
         if problem:
             found.append(problem)
     return found
 
 
-def _min_interval(merchant: Merchant) -> timedelta:
+def min_interval(merchant: Merchant) -> timedelta:
+    """The merchant's ``min_cycle_interval`` (the default while its own is unreadable)."""
     try:
         return parse_interval(merchant.min_cycle_interval or DEFAULT_MIN_CYCLE_INTERVAL)
     except PolicyError:  # reported by merchant_problems; meanwhile check against the default

@@ -78,11 +78,16 @@ def test_add_inserts_the_row_a_user_would_insert(db):
     (["--cron", "0 25 * * *"], "cron '0 25 * * *': invalid hour field '25'"),
     (["--cron", "0 9 1 *"], "has 4 fields"),
     (["--cron", "* * * * *", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
-    (["--cron", "* * * * *", "--amount", "0"], "--amount must be a positive number of won, got 0"),
-    (["--cron", "* * * * *", "--tax-free", "10000"], "--tax-free must be between 0 and the amount (9900)"),
-    (["--cron", "* * * * *", "--merchant-id", "9"], "no merchant with id 9"),
+    (["--cron", "0 9 1 * *", "--amount", "0"], "--amount must be at least 100 won (NAVER Pay's minimum), got 0"),
+    (["--cron", "0 9 1 * *", "--amount", "99"], "--amount must be at least 100 won"),
+    (["--cron", "0 9 1 * *", "--product-name", "가" * 129], "--product-name is 129 characters; NAVER Pay takes at most 128"),
+    (["--cron", "0 9 30 2 *"], "0 9 30 2 *"),
+    (["--cron", "* * * * *"], "min_cycle_interval"),
+    (["--cron", "0 9 1 * *", "--tax-free", "10000"], "--tax-free must be between 0 and amount (9900)"),
+    (["--cron", "0 9 1 * *", "--merchant-id", "9"], "no merchant with id 9"),
 ])
 def test_add_validates_before_inserting(sqlite_db, extra, message):
+    """The walk's own checks: a row `add` accepts is never marked invalid by the walk."""
     result = cli(sqlite_db.url, *ADD, *extra)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
@@ -91,7 +96,7 @@ def test_add_validates_before_inserting(sqlite_db, extra, message):
 
 def test_add_refuses_a_recurrent_id_already_used(sqlite_db):
     subscribe(sqlite_db, "RE-NEW")
-    result = cli(sqlite_db.url, *ADD, "--cron", "* * * * *")
+    result = cli(sqlite_db.url, *ADD, "--cron", "0 9 1 * *")
     assert result.exit_code == 2 and "recurrentId 'RE-NEW' is already subscription 1" in result.stderr
 
 

@@ -40,7 +40,7 @@ def subscriptions() -> None:
 @click.option("--user", "merchant_user_id", required=True, help="Your id of the customer (merchantUserId).")
 @click.option("--product-code", required=True, help="Your product code, e.g. PLAN-M.")
 @click.option("--product-name", required=True, help="Shown to the customer, e.g. '월간 구독'.")
-@click.option("--amount", type=int, required=True, help="Won charged per cycle (an integer > 0).")
+@click.option("--amount", type=int, required=True, help="Won charged per cycle (at least 100, NAVER Pay's minimum).")
 @click.option("--tax-free", "tax_free_amount", type=int, default=0, show_default=True,
               help="The tax-free part of the amount, in won.")
 @click.option("--cron", required=True,
@@ -82,29 +82,32 @@ def add(as_json: bool, **values: Any) -> None:
 
 
 def _check_new(session: Session, row: dict[str, Any]) -> None:
-    """Normalise ``row`` in place, or SetupError listing everything wrong with it."""
+    """Normalise ``row`` in place, or SetupError listing everything wrong with it: the walk's
+    own checks (NAVER's input limits, a cron that fires no closer than the merchant's
+    ``min_cycle_interval``), so a row this command accepts is never marked invalid later."""
     from sqlalchemy import select
 
     from models import Merchant, Subscription
-    from scheduler.cycles import CycleError, parse_zone, validate_cron
-    from scheduler.validation import merchant_problems
+    from scheduler.cycles import CycleError, parse_zone, schedule_problem, validate_cron
+    from scheduler.validation import limit_problems, merchant_problems, min_interval
 
     found = [f"{option} is empty" for column, option in REQUIRED_TEXT.items()
              if not row[column].strip()]
-    amount, tax_free = row["amount"], row["tax_free_amount"]
-    if amount <= 0:
-        found.append(f"--amount must be a positive number of won, got {amount}")
-    elif not 0 <= tax_free <= amount:
-        found.append(f"--tax-free must be between 0 and the amount ({amount}), got {tax_free}")
+    found += [_as_option(problem) for problem in limit_problems(Subscription(**row))]
+    merchant = session.get(Merchant, row["merchant_id"])
     try:
         row["cron"] = validate_cron(row["cron"])
     except CycleError as exc:
         found.append(str(exc))
+    else:
+        if merchant is not None:
+            problem = schedule_problem(row["cron"], min_interval(merchant))
+            if problem:
+                found.append(problem)
     try:
         parse_zone(row["timezone"])
     except CycleError as exc:
         found.append(str(exc))
-    merchant = session.get(Merchant, row["merchant_id"])
     if merchant is None:
         found.append(f"no merchant with id {row['merchant_id']} (see the merchants table)")
     else:
@@ -114,6 +117,14 @@ def _check_new(session: Session, row: dict[str, Any]) -> None:
         found.append(f"recurrentId {row['recurrent_id']!r} is already subscription {taken}")
     if found:
         raise SetupError("cannot add the subscription: " + "; ".join(found))
+
+
+def _as_option(problem: str) -> str:
+    """A column named in a walk problem, named as this command's option instead."""
+    for column, option in {**REQUIRED_TEXT, "amount": "--amount", "tax_free_amount": "--tax-free"}.items():
+        if problem.startswith(column + " "):
+            return option + problem[len(column):]
+    return problem
 
 
 @subscriptions.command("list")
