@@ -40,7 +40,8 @@ def subscriptions() -> None:
 @click.option("--user", "merchant_user_id", required=True, help="Your id of the customer (merchantUserId).")
 @click.option("--product-code", required=True, help="Your product code, e.g. PLAN-M.")
 @click.option("--product-name", required=True, help="Shown to the customer, e.g. '월간 구독'.")
-@click.option("--amount", type=int, required=True, help="Won charged per cycle (at least 100, NAVER Pay's minimum).")
+@click.option("--amount", type=int, required=True,
+              help="Won charged per cycle (at least 100, NAVER Pay's minimum).")
 @click.option("--tax-free", "tax_free_amount", type=int, default=0, show_default=True,
               help="The tax-free part of the amount, in won.")
 @click.option("--cron", required=True,
