@@ -7,9 +7,9 @@ from models.db import database_url_from_env, make_engine, make_session_factory
 from models.tables import (
     FINAL_CHARGE_STATUSES,
     FINAL_REFUND_STATUSES,
-    REFUNDED_STATUSES,
     INFLIGHT_CHARGE_STATUSES,
     NONFINAL_CHARGE_STATUSES,
+    REFUNDED_STATUSES,
     UNSETTLED_CHARGE_STATUSES,
     Base,
     Charge,

@@ -16,7 +16,9 @@ committed before the NAVER call it announces::
         PreCancelNotComplete (an earlier cancel is
         still completing) ............................. requested after a backoff (unknown if a
                                                         send of ours may be that earlier cancel)
-        lost answer, 5xx other than 503, unknown code . unknown
+        lost answer, 5xx other than 503 ................ unknown
+        unknown code, AlreadyOnGoing .................. unknown, history after ``settle``; a resend
+                                                        then uses the next key round
         AlreadyCanceled, RestAmountDiff, OverRemainAmount, other refusals:
             no send of ours may have gone through ..... failed   (refund.failed, amount freed)
             one may have (uncertain) .................. unknown  (history decides)
@@ -332,8 +334,16 @@ def _refused(run: _Run, exc: NaverPayError) -> None:
     now = engine.clock()
     note: dict[str, Any] = {"last_code": exc.code or type(exc).__name__, "last_message": str(exc)[:2000]}
     if isinstance(exc, UnknownOutcomeError):
-        _move(run, (RS.CANCELLING,), RS.UNKNOWN, uncertain_since=refund.uncertain_since or now, **note)
-        return  # resolved next, through history
+        later: dict[str, Any] = {}
+        if exc.code is not None and exc.http_status in (200, 409):
+            # A code we do not know (or AlreadyOnGoing): NAVER keeps it under this key, so the
+            # same key would only replay it. History gets the settle window to show the cancel;
+            # after it, a resend goes with the next key round (doCompareRest still guards).
+            later = {**_next_key(refund),
+                     "next_attempt_at": (refund.last_sent_at or now) + engine.settle_window}
+        _move(run, (RS.CANCELLING,), RS.UNKNOWN, uncertain_since=refund.uncertain_since or now, **note,
+              **later)
+        return  # resolved through history (now, or once the settle window passed)
     if isinstance(exc, MerchantSideError):
         return _hold(run, exc, RS.UNKNOWN if run.uncertain else RS.REQUESTED)
     waiting = isinstance(exc, TransientError | DeclinedError) or exc.code == PRE_CANCEL

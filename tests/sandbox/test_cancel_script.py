@@ -7,7 +7,6 @@ import pytest
 from tests.sandbox.conftest import Naver
 
 
-
 def _cancel_rows(naver: Naver, payment_id: str) -> list[dict]:
     rows = naver.history(payment_id).json()["body"]["list"]
     return [r for r in rows if r["admissionTypeCode"] != "01"]

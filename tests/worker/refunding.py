@@ -75,11 +75,13 @@ class RefundWorld:
     def calls(self, refund_id: int) -> list[tuple[str, str, str | None, str | None]]:
         """(kind, outcome, code, key) of every NAVER call made for the refund."""
         with self.db.sessions() as s:
-            return [(a.kind, a.outcome, a.result_code, a.idempotency_key) for a in s.scalars(
-                sa.select(ChargeAttempt).where(ChargeAttempt.refund_id == refund_id).order_by(ChargeAttempt.id))]
+            rows = s.scalars(sa.select(ChargeAttempt).where(ChargeAttempt.refund_id == refund_id)
+                             .order_by(ChargeAttempt.id))
+            return [(a.kind, a.outcome, a.result_code, a.idempotency_key) for a in rows]
 
     def cancel_calls(self, refund_id: int) -> list[tuple[str, str | None, str | None]]:
-        return [(outcome, code, key) for kind, outcome, code, key in self.calls(refund_id) if kind == "cancel"]
+        calls = self.calls(refund_id)
+        return [(outcome, code, key) for kind, outcome, code, key in calls if kind == "cancel"]
 
     def events(self) -> list[tuple[str, str]]:
         with self.db.sessions() as s:
@@ -93,7 +95,8 @@ class RefundWorld:
             page = client.payment_history(payment_id=payment_id)
         return [{"amount": r.total_pay_amount, "key": r.merchant_pay_transaction_key,
                  "tax_free": r.tax_ex_scope_amount}
-                for r in page.rows if r.admission_type_code in ("03", "04") and r.admission_state == "SUCCESS"]
+                for r in page.rows
+                if r.admission_type_code in ("03", "04") and r.admission_state == "SUCCESS"]
 
     def outside_cancel(self, charge_id: int, amount: int) -> None:
         """A refund made without npay-billing (e.g. in NAVER Pay's merchant center)."""

@@ -351,3 +351,30 @@ def test_walk_claims_due_refunds_once_and_surfaces_stuck_ones(world):
     with world.db.sessions.begin() as s:
         assert surface_stuck_refunds(s, world.clock(), world.engine.lease) == 0  # once
     assert ("refund.stuck", f"refund.stuck:refund-{refund_id}") in world.events()
+
+
+@pytest.mark.parametrize("code", ["InvalidParameter", "RequireParameter", "InvalidMerchant"])
+def test_merchant_side_codes_hold_and_never_fail_the_refund(world, code):
+    charge_id = world.paid_charge(9900)
+    world.sandbox.cancel_script({"code": code})
+    refund_id = world.request(charge_id, 2000)
+    assert world.run(refund_id).status == "held"
+    assert world.charge_row(charge_id).refund_total == 2000  # still reserved: not failed
+    world.later(70)
+    assert world.run(refund_id).status == "succeeded"
+    assert len(world.naver_cancels(charge_id)) == 1
+
+
+def test_an_unknown_code_is_an_unknown_outcome_resolved_through_history(world):
+    charge_id = world.paid_charge(9900)
+    world.sandbox.cancel_script({"code": "BrandNewCode2027"})
+    refund_id = world.request(charge_id, 2000)
+    assert world.run(refund_id).status == "unknown"  # history gets the settle window first
+    world.later(70)
+    assert world.run(refund_id).status == "succeeded"
+    calls = world.calls(refund_id)
+    assert [(k, o) for k, o, _, _ in calls] == [("cancel", "unknownoutcome"), ("cancel_history", "ok"),
+                                                ("cancel", "ok")]
+    # NAVER keeps the unknown answer under the first key: the resend is the next round.
+    assert calls[2][3] == calls[0][3] + "-1"
+    assert len(world.naver_cancels(charge_id)) == 1
