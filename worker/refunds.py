@@ -259,7 +259,12 @@ def _due(run: _Run) -> None:
 # --- NAVER calls --------------------------------------------------------------------------
 
 def _client(run: _Run) -> NaverPayClient:
-    return run.engine.client_for(run.merchant)
+    """The merchant's client; a merchant row we cannot build one from (a secret's environment
+    variable not set) is our fault: the refund is held, never failed."""
+    try:
+        return run.engine.client_for(run.merchant)
+    except ValueError as exc:
+        raise MerchantSideError(f"merchant {run.merchant.id}: {exc}", api="cancel") from exc
 
 
 def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T]) -> T:

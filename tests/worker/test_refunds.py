@@ -378,3 +378,20 @@ def test_an_unknown_code_is_an_unknown_outcome_resolved_through_history(world):
     # NAVER keeps the unknown answer under the first key: the resend is the next round.
     assert calls[2][3] == calls[0][3] + "-1"
     assert len(world.naver_cancels(charge_id)) == 1
+
+
+def test_a_merchant_whose_secret_is_missing_holds_the_refund(world, monkeypatch):
+    charge_id = world.paid_charge(9900)
+    refund_id = world.request(charge_id, 2000)
+    good = world.engine.client_for
+
+    def missing(_merchant):
+        raise ValueError("environment variable SHOP_SECRET (client_secret_env) is not set")
+
+    object.__setattr__(world.engine, "client_for", missing)
+    out = world.run(refund_id)
+    refund = world.refund(refund_id)
+    assert out.status == "held" and "SHOP_SECRET" in refund.last_message
+    object.__setattr__(world.engine, "client_for", good)
+    world.later(70)
+    assert world.run(refund_id).status == "succeeded"
