@@ -11,11 +11,13 @@ committed before the NAVER call it announces::
         Success ....................................... succeeded   (refund.succeeded)
         CancelNotComplete ............................. completing  (refund.succeeded; counts as
                                                         refunded; NEVER resent; history confirms)
-        503, 429, MaintenanceOngoing, not sent, a
-        decline-type code (after in-call retries) ..... requested, after a backoff (same key)
+        503, 429, MaintenanceOngoing, not sent
+        (after in-call retries) ....................... requested, after a backoff (same key:
+                                                        NAVER stores no such answer)
         PreCancelNotComplete (an earlier cancel is
-        still completing) ............................. requested after a backoff (unknown if a
-                                                        send of ours may be that earlier cancel)
+        still completing), a decline-type code
+        (FaultCheckOngoing, BankCheckTime) ............ requested after a backoff, next key round
+                                                        (unknown if a send of ours may be pending)
         lost answer, 5xx other than 503 ................ unknown
         unknown code, AlreadyOnGoing .................. unknown, history after ``settle``; a resend
                                                         then uses the next key round
