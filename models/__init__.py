@@ -6,8 +6,10 @@ This package imports nothing else of the project (layers flow models <- schedule
 from models.db import database_url_from_env, make_engine, make_session_factory
 from models.tables import (
     FINAL_CHARGE_STATUSES,
+    FINAL_REFUND_STATUSES,
     INFLIGHT_CHARGE_STATUSES,
     NONFINAL_CHARGE_STATUSES,
+    REFUNDED_STATUSES,
     UNSETTLED_CHARGE_STATUSES,
     Base,
     Charge,
@@ -18,6 +20,8 @@ from models.tables import (
     MissedCycles,
     Notification,
     NotificationStatus,
+    Refund,
+    RefundStatus,
     RevokeReason,
     Subscription,
     SubscriptionStatus,
@@ -26,6 +30,8 @@ from models.types import UTCDateTime, utcnow
 
 __all__ = [
     "FINAL_CHARGE_STATUSES",
+    "FINAL_REFUND_STATUSES",
+    "REFUNDED_STATUSES",
     "INFLIGHT_CHARGE_STATUSES",
     "NONFINAL_CHARGE_STATUSES",
     "UNSETTLED_CHARGE_STATUSES",
@@ -38,6 +44,8 @@ __all__ = [
     "MissedCycles",
     "Notification",
     "NotificationStatus",
+    "Refund",
+    "RefundStatus",
     "RevokeReason",
     "Subscription",
     "SubscriptionStatus",

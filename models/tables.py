@@ -241,6 +241,10 @@ class Subscription(Base):
     merchant: Mapped[Merchant] = relationship(lazy="joined")
 
 
+REFUND_TOTAL_RULE = ("refund_total >= 0 AND (refund_total = 0 OR "
+                     "(approved_amount IS NOT NULL AND refund_total <= approved_amount))")
+
+
 class Charge(Base):
     """One billing cycle of one subscription, from reservation to a final state."""
 
@@ -252,6 +256,7 @@ class Charge(Base):
         Index("ix_charges_retry_due", "status", "next_attempt_at"),
         Index("ix_charges_lease", "status", "lease_until"),
         Index("ix_charges_stuck_since", "stuck_since"),
+        CheckConstraint(REFUND_TOTAL_RULE, name="refund_total_range"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -280,6 +285,10 @@ class Charge(Base):
     approved_amount: Mapped[int | None] = mapped_column(Integer)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reason: Mapped[str | None] = mapped_column(Text)
+    # Refunds (issue 9): won of this charge's refunds that have not failed (requested, in
+    # progress or done); raised by one conditional UPDATE when a refund is requested, so it
+    # never exceeds approved_amount (CHECK below), and lowered when a refund fails.
+    refund_total: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
@@ -304,6 +313,7 @@ class ChargeAttempt(Base):
     raw_body: Mapped[str | None] = mapped_column(Text)
     elapsed_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+    refund_id: Mapped[int | None] = mapped_column(ForeignKey("refunds.id"), index=True)  # cancel calls
 
 
 class Notification(Base):
@@ -331,3 +341,72 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+
+
+# --- Refunds (issue 9) ------------------------------------------------------------------------
+
+
+class RefundStatus(StrEnum):
+    """Where one requested refund stands (the machine is drawn in ``worker/refunds.py``)."""
+
+    REQUESTED = "requested"  # stored with its key; not sent yet, or waiting to be sent again
+    CANCELLING = "cancelling"  # committed before the cancel call: found here = maybe sent
+    UNKNOWN = "unknown"  # the cancel's outcome is unknown: history decides before any resend
+    COMPLETING = "completing"  # CancelNotComplete: refunded (NAVER completes it), history confirms
+    HELD = "held"  # a merchant-side fault (credentials, our request): waits, alerts, resumes
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # NAVER refused it; its amount is free again
+
+
+FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+# Refunds whose money NAVER has taken back (or will, by itself): the charge's refunded total.
+REFUNDED_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.COMPLETING})
+
+
+class Refund(Base):
+    """One requested refund of a succeeded charge (full or partial), with NAVER's tax split.
+
+    ``amount`` = ``amount - tax_free_amount`` (NAVER's ``taxScopeAmount``) + ``tax_free_amount``
+    (``taxExScopeAmount``). ``idempotency_key`` is stored before the first cancel call and sent
+    on every resend (also as ``merchantPayTransactionKey``, which NAVER echoes in history).
+    """
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("tax_free_amount >= 0 AND tax_free_amount <= amount", name="tax_free_range"),
+        CheckConstraint(_in("status", RefundStatus), name="status_known"),
+        Index("ix_refunds_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    charge_id: Mapped[int] = mapped_column(ForeignKey("charges.id"), index=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"))
+    payment_id: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(Integer)
+    tax_free_amount: Mapped[int] = mapped_column(Integer, server_default="0")
+    reason: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(20), server_default=RefundStatus.REQUESTED.value)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    key_round: Mapped[int] = mapped_column(Integer, server_default="0")
+    # NAVER's remaining amount after this refund, as we expect it (doCompareRest); set once,
+    # when the refund is first sent, and sent unchanged on every resend.
+    expected_rest: Mapped[int | None] = mapped_column(Integer)
+    send_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Since when a send of ours may have gone through unanswered (NULL: every send was answered).
+    uncertain_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    held_from: Mapped[str | None] = mapped_column(String(20))
+    backoff_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_code: Mapped[str | None] = mapped_column(String(64))
+    last_message: Mapped[str | None] = mapped_column(Text)
+    pay_hist_id: Mapped[str | None] = mapped_column(String(64))  # NAVER's id of the cancel
+    naver_rest_amount: Mapped[int | None] = mapped_column(Integer)  # NAVER's remaining, last seen
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # NAVER accepted it
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # seen in history
+    surfaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # reported to a human
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)

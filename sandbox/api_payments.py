@@ -5,10 +5,12 @@ These serve recurrent and one-time payments alike (naverpay-api.md §3.7-§3.11)
 
 from __future__ import annotations
 
+import asyncio
+
 from sandbox import queries, render
 from sandbox.cancels import CancelRequest
 from sandbox.clock import ymdt
-from sandbox.codes import Answer, ApiError, Code, fail, ok
+from sandbox.codes import Answer, ApiError, Code, fail, ok, server_error
 from sandbox.context import ApiSpec, Ctx
 from sandbox.history import APPROVAL_TYPES
 from sandbox.records import HistoryRow, PaymentState
@@ -50,10 +52,14 @@ def _cancel_request(ctx: Ctx) -> CancelRequest:
 
 
 async def cancel(ctx: Ctx) -> Answer:
-    """``v1/cancel``: full or partial refund, with NAVER's checks and CancelNotComplete."""
+    """``v1/cancel``: full or partial refund, with NAVER's checks and CancelNotComplete
+    (and the scripted faults of ``/_sandbox/cancel-script``)."""
     request = _cancel_request(ctx)
     state = ctx.state
     payment = state.payments.find_charged(ctx.params.text("paymentId"))
+    step = state.next_cancel_step()
+    if step is not None and not step.after_commit:
+        return server_error(step.status) if step.status is not None else fail(step.code or Code.FAIL)
     with state.in_flight(payment.payment_id):
         now = ctx.now()
         state.cancels.settle(payment, now)
@@ -61,7 +67,15 @@ async def cancel(ctx: Ctx) -> Answer:
         deferred = state.defer_next_cancel()
         booked = state.cancels.accept(payment, request, now, deferred=deferred)
     body = render.cancel_body(payment, booked)
-    return fail(Code.CANCEL_NOT_COMPLETE, body=body) if deferred else ok(body)
+    answer = fail(Code.CANCEL_NOT_COMPLETE, body=body) if deferred else ok(body)
+    if step is not None:
+        # Refunded: the key keeps the real answer; the client gets it late, or a 5xx.
+        ctx.settle(answer)
+        if step.hold_seconds:
+            await asyncio.sleep(step.hold_seconds)
+        if step.status is not None:
+            return server_error(step.status)
+    return answer
 
 
 def _history_answer(ctx: Ctx, rows: list[HistoryRow], paged: bool) -> Answer:

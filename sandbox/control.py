@@ -10,6 +10,8 @@ Never subject to credentials, faults or maintenance. Bad input answers HTTP 400
 - ``POST /_sandbox/registrations/{recurrentId}/behaviour`` (replace the script)
 - ``POST /_sandbox/onetime-payments`` (an authenticated one-time payment awaiting approval)
 - ``GET|POST /_sandbox/faults``, ``GET|POST /_sandbox/config``, ``GET|POST /_sandbox/clock``
+- ``GET|POST /_sandbox/cancel-script`` (``{"steps": [...]}``: what the next cancels do, see
+  ``faults.CancelStep``: a 5xx before or after the refund, a held answer, a scripted code)
 - ``GET /_sandbox/ledger[?recurrentId=]``
 """
 
@@ -27,7 +29,7 @@ from sandbox import config as options
 from sandbox.behaviour import Behaviour
 from sandbox.clock import ymdt
 from sandbox.codes import ApiError
-from sandbox.faults import Faults
+from sandbox.faults import Faults, cancel_script
 from sandbox.ledger import ledger
 from sandbox.payments import check_order
 from sandbox.records import Order, Registration
@@ -169,6 +171,13 @@ async def faults(request: Request, runtime: Runtime) -> dict[str, Any]:
     return runtime.state.faults.to_json()
 
 
+async def cancel_steps(request: Request, runtime: Runtime) -> dict[str, Any]:
+    """GET: the cancel steps not consumed yet. POST: replace them (``{}`` clears)."""
+    if request.method == "POST":
+        runtime.state.cancel_script = cancel_script(await _json(request))
+    return {"steps": [step.to_json() for step in runtime.state.cancel_script]}
+
+
 async def config(request: Request, runtime: Runtime) -> dict[str, Any]:
     """GET: the options in force. POST: change some of them (all or nothing)."""
     if request.method == "POST":
@@ -204,6 +213,7 @@ ROUTES = [
           _endpoint(replace_behaviour), methods=["POST"]),
     Route("/_sandbox/onetime-payments", _endpoint(create_onetime), methods=["POST"]),
     Route("/_sandbox/faults", _endpoint(faults), methods=["GET", "POST"]),
+    Route("/_sandbox/cancel-script", _endpoint(cancel_steps), methods=["GET", "POST"]),
     Route("/_sandbox/config", _endpoint(config), methods=["GET", "POST"]),
     Route("/_sandbox/clock", _endpoint(clock), methods=["GET", "POST"]),
     Route("/_sandbox/ledger", _endpoint(show_ledger), methods=["GET"]),

@@ -17,7 +17,7 @@ from sandbox.cancels import CancelDesk
 from sandbox.clock import Clock, IdFactory, Now, system_now
 from sandbox.codes import ApiError, Code
 from sandbox.config import SandboxConfig, copy
-from sandbox.faults import Faults
+from sandbox.faults import CancelStep, Faults
 from sandbox.history import HistoryLog
 from sandbox.idempotency import IdempotencyStore
 from sandbox.payments import PaymentBook
@@ -38,6 +38,7 @@ class SandboxState:
     idempotency: IdempotencyStore
     faults: Faults = field(default_factory=Faults)
     inflight: set[str] = field(default_factory=set)
+    cancel_script: list[CancelStep] = field(default_factory=list)  # POST /_sandbox/cancel-script
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     @contextmanager
@@ -50,6 +51,10 @@ class SandboxState:
             yield
         finally:
             self.inflight.discard(payment_id)
+
+    def next_cancel_step(self) -> CancelStep | None:
+        """The scripted step the cancel being processed consumes (None: process it normally)."""
+        return self.cancel_script.pop(0) if self.cancel_script else None
 
     def defer_next_cancel(self) -> bool:
         """Whether the cancel being accepted answers CancelNotComplete (count, then share)."""

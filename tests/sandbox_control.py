@@ -70,3 +70,13 @@ class SandboxControl:
         """One registration as the sandbox sees it (VALID or EXPIRED)."""
         regs = self.ledger(recurrent_id)["registrations"]
         return dict(next(r for r in regs if r["recurrentId"] == recurrent_id))
+
+    # -- refunds (issue 9) -------------------------------------------------------------------
+
+    def cancel_script(self, *steps: dict[str, Any]) -> None:
+        """What the next cancels do (a 5xx before/after the refund, a held answer, a code)."""
+        self._post("/_sandbox/cancel-script", {"steps": list(steps)})
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the sandbox's clock forward (deferred cancels complete, keys expire)."""
+        self._post("/_sandbox/clock", {"advanceSeconds": seconds})

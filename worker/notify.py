@@ -57,7 +57,13 @@ CHARGE_HELD = "charge.held"  # a merchant-side fault holds the charge (credentia
 CHARGE_STUCK = "charge.stuck"  # a charge's outcome stayed unsettled past its bound
 EXPIRE_HELD = "subscription.expire_held"  # expiring a registration hit a merchant-side fault
 EXPIRE_FAILED = "subscription.expire_failed"  # NAVER would not expire it; a human must check
-ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED})
+# Refunds (issue 9): merchant events to the webhook only (never to the customer), sent
+# whenever the merchant has a webhook; and two merchant alerts.
+REFUND_SUCCEEDED = "refund.succeeded"  # NAVER accepted the cancel (Success or CancelNotComplete)
+REFUND_FAILED = "refund.failed"  # NAVER refused it; its amount may be refunded again
+REFUND_HELD = "refund.held"  # a merchant-side fault holds the refund (credentials, our request)
+REFUND_STUCK = "refund.stuck"  # a refund stayed unsettled past its bound
+ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED, REFUND_HELD, REFUND_STUCK})
 # notify_on names (merchant column) for the optional events; final failure is always sent.
 OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
 KST = ZoneInfo("Asia/Seoul")

@@ -22,6 +22,7 @@ from worker.charging import ChargeEngine
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.config import NaverPayConfig
 from worker.notify import EmailSender, Sender, WebhookSender
+from worker.refunds import RefundEngine
 from worker.settings import Settings
 
 
@@ -65,6 +66,7 @@ class Runtime:
     _by_columns: dict[tuple[object, ...], NaverPayClient] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _charge_engine: ChargeEngine | None = None
+    _refund_engine: RefundEngine | None = None
 
     def client_for(self, merchant: MerchantSettings) -> NaverPayClient:
         """One client per distinct merchant configuration, created once."""
@@ -91,6 +93,13 @@ class Runtime:
             self._charge_engine = ChargeEngine(sessions=self.sessions, client_for=self.client_for,
                                                clock=utcnow, sleep=time.sleep, lease=self.settings.lease)
         return self._charge_engine
+
+    def refund_engine(self) -> RefundEngine:
+        """The refund state machine's collaborators (issue 9), one per process."""
+        if self._refund_engine is None:
+            self._refund_engine = RefundEngine(sessions=self.sessions, client_for=self.client_for,
+                                               clock=utcnow, sleep=time.sleep, lease=self.settings.lease)
+        return self._refund_engine
 
     @functools.cached_property
     def senders(self) -> dict[str, Sender]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import datetime
 
 from celery import Task
 
@@ -20,7 +21,9 @@ from worker.charging import ChargeOutcome, process_charge
 from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
-from worker.runtime import runtime
+from worker.refund_requests import claim_due_refunds, surface_stuck_refunds
+from worker.refunds import process_refund
+from worker.runtime import Runtime, runtime
 from worker.surfacing import surface_stuck
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ def walk_task() -> dict[str, int]:
             surfaced = surface_stuck(s, now, rt.settings.surface_after, rt.settings.walk.batch_size)
     except Exception:
         log.exception("walk: merchant cancels / surfacing failed; retried on the next walk")
+    refund_ids = _walk_refunds(rt, now)
     for reason, ids in (("new", report.new_charge_ids), ("retry", report.retry_charge_ids),
                         ("held", report.held_charge_ids), ("stuck", report.stuck_charge_ids)):
         metrics.WALK_ENQUEUED.labels(reason=reason).inc(len(ids))
@@ -58,7 +62,9 @@ def walk_task() -> dict[str, int]:
         expire_subscription.delay(subscription_id)
     for notification_id in report.notification_ids:
         deliver_notification.delay(notification_id)
-    summary = {"scheduled": report.scheduled, "invalid": len(report.invalid),
+    for refund_id in refund_ids:
+        refund_charge.delay(refund_id)
+    summary = {"refunds": len(refund_ids), "scheduled": report.scheduled, "invalid": len(report.invalid),
                "charges": len(report.charge_ids), "skipped": report.skipped,
                "canceled": report.canceled, "merchant_cancels": len(cancels), "surfaced": surfaced,
                "conflicts": report.conflicts, "failed_steps": len(report.failed_steps)}
@@ -115,3 +121,34 @@ def deliver_notification(notification_id: int) -> str:
     status = deliver(rt.sessions, notification_id, rt.senders, utcnow, time.sleep)
     metrics.NOTIFICATIONS.labels(channel="any", status=status).inc()
     return status
+
+
+# --- refunds (issue 9) ------------------------------------------------------------------------
+
+
+def _walk_refunds(rt: Runtime, now: datetime) -> list[int]:
+    """The walk's part for refunds: claim the due ones, surface the stuck ones; a failure here
+    is logged and retried on the next walk, never stops the rest of it."""
+    try:
+        with rt.sessions.begin() as s:
+            ids = claim_due_refunds(s, now, rt.settings.walk.batch_size, rt.settings.walk.lease)
+        with rt.sessions.begin() as s:
+            surface_stuck_refunds(s, now, rt.settings.surface_after, rt.settings.walk.batch_size)
+    except Exception:
+        log.exception("walk: refunds failed; retried on the next walk")
+        return []
+    return ids
+
+
+@app.task(name="worker.refund_charge", bind=True, ignore_result=True, max_retries=60)
+def refund_charge(self: Task, refund_id: int) -> str | None:
+    """Send (or resolve) one refund; the refund id is the only argument."""
+    rt = runtime()
+    owner = f"{self.request.id or 'local'}:{uuid.uuid4().hex[:8]}"
+    outcome = process_refund(rt.refund_engine(), refund_id, owner)
+    for notification_id in outcome.notification_ids:
+        deliver_notification.delay(notification_id)
+    if outcome.busy:
+        raise self.retry(countdown=5)  # another run holds it; never a long countdown
+    log.info("refund %s -> %s", refund_id, outcome.status)
+    return outcome.status

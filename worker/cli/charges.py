@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import click
 
-from worker.cli.output import emit_json
+from worker.cli.output import emit_json, won
 from worker.cli.support import current_env, find_charge, find_subscription, json_option
-from worker.cli.views import attempt_dict, attempts_table, charge_dict, charge_fields, charges_table
+from worker.cli.views import (
+    attempt_dict,
+    attempts_table,
+    charge_dict,
+    charge_fields,
+    charges_table,
+    refund_dict,
+    refunds_table,
+)
 
 CHARGE_STATUSES = ("pending", "reserving", "reserved", "approving", "unknown", "retry_wait",
                    "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held")
@@ -57,18 +65,27 @@ def show(key: str, raw: bool, as_json: bool) -> None:
     """Show one charge and every NAVER Pay call made for it (charge_attempts)."""
     from sqlalchemy import select
 
-    from models import ChargeAttempt
+    from models import ChargeAttempt, Refund
+    from worker.refund_requests import totals
 
     with current_env().sessions()() as session:
         charge = find_charge(session, key)
         attempts = list(session.scalars(
             select(ChargeAttempt).where(ChargeAttempt.charge_id == charge.id)
             .order_by(ChargeAttempt.id)))
+        refunds = list(session.scalars(
+            select(Refund).where(Refund.charge_id == charge.id).order_by(Refund.id)))
+        refunded = totals(session, charge).refunded
     if as_json:
-        emit_json({"charge": charge_dict(charge),
+        emit_json({"charge": {**charge_dict(charge), "refunded_amount": refunded},
+                   "refunds": [refund_dict(r) for r in refunds],
                    "attempts": [attempt_dict(a, raw=raw) for a in attempts]})
         return
     click.echo(charge_fields(charge))
+    if refunds:
+        click.echo(f"refunded  {won(refunded)} of {won(charge.approved_amount)}")
+        click.echo("")
+        click.echo(refunds_table(refunds))
     click.echo("")
     if attempts:
         click.echo("attempts (NAVER Pay calls, oldest first):")

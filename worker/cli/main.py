@@ -7,6 +7,7 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       subscriptions add | list | show | pause | resume | cancel   (subscriptions, lifecycle)
       charges list | show                                (charges)
       retry TARGET [--reopen] [--wait]                   (retry)
+      refund CHARGE_ID [--amount N] [--tax-free N] [--reason T] [--wait]   (refund)
       status | watch                                     (status)
       sandbox                                            (sandbox)
       metrics                                            (metrics)
@@ -25,6 +26,7 @@ from worker.cli.charges import charges
 from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
+from worker.cli.refund import refund
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
@@ -46,6 +48,7 @@ Examples:
       --amount 9900 --cron '0 9 1 * *'
   npay-billing charges list --status retry_wait
   npay-billing retry 17 --wait
+  npay-billing refund 17 --amount 3000 --reason '부분 환불' --wait
   npay-billing status --json
 """
 
@@ -78,3 +81,4 @@ main.add_command(watch)
 main.add_command(demo)
 main.add_command(sandbox)
 main.add_command(metrics)
+main.add_command(refund)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from worker.cli.output import fields, table, when, won
 
 if TYPE_CHECKING:
-    from models import Charge, ChargeAttempt, Subscription
+    from models import Charge, ChargeAttempt, Refund, Subscription
 
 SUBSCRIPTION_COLUMNS = (
     "id", "merchant_id", "recurrent_id", "merchant_user_id", "customer_email", "customer_name",
@@ -21,7 +21,7 @@ SUBSCRIPTION_COLUMNS = (
 CHARGE_COLUMNS = (
     "id", "subscription_id", "recurrent_id", "cycle_at", "merchant_pay_id", "payment_id",
     "amount", "tax_free_amount", "status", "attempt_count", "next_attempt_at", "last_code",
-    "last_message", "approved_amount", "approved_at", "reason", "created_at", "updated_at",
+    "last_message", "approved_amount", "approved_at", "reason", "refund_total", "created_at", "updated_at",
 )
 ATTEMPT_COLUMNS = (
     "id", "charge_id", "subscription_id", "attempt_no", "kind", "idempotency_key", "outcome",
@@ -94,7 +94,10 @@ def charge_fields(charge: Charge) -> str:
         ("merchantPayId", charge.merchant_pay_id), ("paymentId", charge.payment_id),
         ("attempts", charge.attempt_count), ("next attempt", when(charge.next_attempt_at)),
         ("last code", charge.last_code), ("last message", charge.last_message),
-        ("reason", charge.reason), ("created", when(charge.created_at)),
+        ("reason", charge.reason),
+        ("refunds", f"{won(charge.refund_total)} requested, in progress or done"
+                    if charge.refund_total else None),
+        ("created", when(charge.created_at)),
         ("updated", when(charge.updated_at)),
     ])
 
@@ -110,3 +113,23 @@ def attempts_table(attempts: list[ChargeAttempt], raw: bool = False) -> str:
         bodies = [f"--- attempt {a.id} ({a.kind}) raw body:\n{a.raw_body or '-'}" for a in attempts]
         text = "\n".join([text, *bodies])
     return text
+
+
+REFUND_COLUMNS = (
+    "id", "charge_id", "payment_id", "amount", "tax_free_amount", "reason", "status", "idempotency_key",
+    "key_round", "expected_rest", "send_count", "last_code", "last_message", "pay_hist_id",
+    "naver_rest_amount", "next_attempt_at", "refunded_at", "confirmed_at", "created_at", "updated_at",
+)
+
+
+def refund_dict(refund: Refund) -> dict[str, Any]:
+    """A refunds row (issue 9)."""
+    return _columns(refund, REFUND_COLUMNS)
+
+
+def refunds_table(refunds: list[Refund]) -> str:
+    """A charge's refunds, one line each."""
+    return table(["REFUND", "AMOUNT", "TAX-FREE", "STATUS", "CODE", "REQUESTED", "REASON"],
+                 [[r.id, won(r.amount), won(r.tax_free_amount), r.status, r.last_code,
+                   when(r.created_at), r.reason] for r in refunds],
+                 right=["REFUND", "AMOUNT", "TAX-FREE"])

@@ -4,7 +4,7 @@
 NaverPayError(Exception)        .api .code .message .naver_message .http_status .raw .body
 │                               .replayed
 ├── TransientError              retry soon (same idempotency key): connect failure or timeout
-│                               before the request was sent, HTTP 5xx/503/429,
+│                               before the request was sent, HTTP 5xx/503/429 (cancel: 503, 429),
 │                               MaintenanceOngoing; and ANY failure of a read-only call
 │                               (list, history, cash-amount) outside the code table, incl.
 │                               read timeouts and malformed answers: reading twice is harmless
@@ -26,7 +26,8 @@ NaverPayError(Exception)        .api .code .message .naver_message .http_status 
 └── UnknownOutcomeError         resolve through payment history before anything else: read
     │                           timeout or dropped connection AFTER a mutating request was
     │                           sent, AlreadyOnGoing, AlreadyComplete, unknown codes at
-    │                           approval and cancel
+    │                           approval and cancel, an HTTP 5xx other than 503 on a cancel
+    │                           (NAVER's guide: the refund may have been made)
     └── MalformedResponseError  a mutating call got an answer we cannot read: not JSON, an
                                 HTML error page, no ``code``, truncated, over the size cap,
                                 not an object, or a Success missing a required field

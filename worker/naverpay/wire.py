@@ -171,6 +171,12 @@ class Wire:
         if status == 401:
             raise AuthenticationError(f"{api.title}: NAVER refused the credentials {where}",
                                       api=api.name, code=code, http_status=status, raw=text)
+        if status >= 500 and status != 503 and api.kind == "cancel":
+            # NAVER's guide: a cancel answered with a 5xx other than 503 may have been carried
+            # out (the error can come after the refund); history decides before any resend.
+            raise UnknownOutcomeError(f"{api.title}: NAVER answered a server error, the cancel "
+                                      f"may have been carried out {where}", api=api.name,
+                                      code=code, http_status=status, raw=text)
         if status >= 500 or status == 429:
             # NAVER did not process it; with the same idempotency key a resend is safe.
             raise TransientError(f"{api.title}: NAVER is unavailable {where}", api=api.name,
