@@ -20,6 +20,7 @@ from worker.charging import ChargeOutcome, process_charge
 from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
+from worker.reconciliation import Reconciler, parse_day, previous_day, reconcile_pass
 from worker.runtime import runtime
 from worker.surfacing import surface_stuck
 
@@ -115,3 +116,20 @@ def deliver_notification(notification_id: int) -> str:
     status = deliver(rt.sessions, notification_id, rt.senders, utcnow, time.sleep)
     metrics.NOTIFICATIONS.labels(channel="any", status=status).inc()
     return status
+
+
+@app.task(name="worker.reconcile", ignore_result=True)
+def reconcile(day: str | None = None) -> dict[str, int]:
+    """Beat's daily entry: reconcile a KST day (default: yesterday) with NAVER's history, once
+    per merchant and day; returns the differences left per run."""
+    rt = runtime()
+    target = parse_day(day) if day else previous_day(utcnow())
+    reports = reconcile_pass(Reconciler(rt.charge_engine()), target, once=day is None)
+    for report in reports:
+        for notification_id in report.notification_ids:
+            deliver_notification.delay(notification_id)
+        for subscription_id in report.expire_subscription_ids:
+            expire_subscription.delay(subscription_id)
+        log.info("reconciliation of %s (merchant %s): %s repaired, %s left", target, report.merchant_id,
+                 len(report.repaired), len(report.remaining))
+    return {f"run {r.run_id}": len(r.remaining) for r in reports}
