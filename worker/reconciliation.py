@@ -341,9 +341,9 @@ def _repair(rec: Reconciler, report: RunReport, finding: Finding) -> Finding:
         return finding
     engine = rec.engine
     if finding.naver_amount is None:  # history shows nothing: only after the settle window
-        with engine.sessions() as s:
+        with engine.sessions() as s:  # one session at a time (SQLite takes a write lock)
             charge = s.get(Charge, finding.charge_id)
-            sent = last_approval_at(engine.sessions, charge) if charge is not None else None
+        sent = last_approval_at(engine.sessions, charge) if charge is not None else None
         if sent is not None and engine.clock() < sent + engine.settle_window:
             return finding.resolved(Resolution.DEFERRED, "NAVER shows no approval yet, and our last "
                                     "approval call may still land (settle window): next run",
