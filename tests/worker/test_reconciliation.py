@@ -144,7 +144,7 @@ def test_a_day_with_injected_mismatches_finds_each_and_repairs_only_the_provable
     assert [books.charge(ids[n]).status for n in ("amount", "missing", "refunded", "ok")] == ["succeeded"] * 4
     amount = next(f for f in report.findings if f.kind == Kind.AMOUNT_DIFFERS)
     assert (amount.naver_amount, amount.local_amount) == (5000, 9900)
-    assert report.status == "done" and report.naver_rows == 6  # 5 approvals... minus dropped, +1, +cancel
+    assert report.status == "done" and report.naver_rows == 6  # 5 approvals, 1 dropped, 1 injected, 1 cancel
     assert any("page 3/3" in line for line in books.progress)  # paged, 2 rows a page
 
     with books.db.sessions() as s:
@@ -195,6 +195,23 @@ def test_a_clean_day_leaves_nothing_and_the_daily_pass_runs_once(books):
     assert len(books.sandbox.approved(rid)) == 1
     # The next KST day has nothing of it (the charge was approved at 12:00 KST on the 28th).
     assert [r.local_charges for r in reconcile_pass(books.reconciler(), DAY + timedelta(days=1))] == [0]
+
+
+def test_an_approval_on_both_sides_of_midnight_is_no_mismatch_on_either_day(books):
+    """We stamp the approval 23:59:59 KST on the 28th, NAVER 00:00:01 on the 29th: each day's
+    run finds the other side (the charge by its own history, the row by its paymentId)."""
+    rid = books.subscribe("late")
+    books.clock.now = datetime(2026, 11, 28, 14, 59, 54, tzinfo=UTC)
+    (charge_id,) = books.charges_due().values()  # the walk moved the clock to 23:59:59 KST
+    books.sandbox.set_clock(datetime(2026, 11, 28, 15, 0, 1, tzinfo=UTC))
+    assert process_charge(books.engine, charge_id, "worker").status == "succeeded"
+    assert books.charge(charge_id).approved_at < day_window(DAY)[1]
+    assert books.sandbox.approved(rid)[0]["approvedAt"].startswith("20261129")
+    books.clock.now = books.clock.now + timedelta(hours=2)
+    books.sandbox.set_clock(books.clock.now)
+    on_28, on_29 = (reconcile_day(books.reconciler(), d) for d in (DAY, DAY + timedelta(days=1)))
+    assert (on_28.local_charges, on_28.naver_rows, on_28.findings) == (1, 0, [])
+    assert (on_29.local_charges, on_29.naver_rows, on_29.findings) == (0, 1, [])
 
 
 def test_an_unsettled_charge_history_does_not_show_waits_for_the_settle_window(books):
