@@ -152,7 +152,8 @@ def test_a_day_with_injected_mismatches_finds_each_and_repairs_only_the_provable
         assert (run.day, run.status, run.repaired, run.remaining) == ("2026-11-28", "done", 1, 4)
         items = s.scalars(sa.select(ReconciliationItem).where(ReconciliationItem.run_id == run.id)).all()
         assert sorted(i.kind for i in items) == sorted(k.value for k, *_ in found)
-        alerts = s.scalars(sa.select(Notification).where(Notification.event == notify.RECONCILIATION_MISMATCH)).all()
+        alerts = s.scalars(sa.select(Notification)
+                           .where(Notification.event == notify.RECONCILIATION_MISMATCH)).all()
         assert len(alerts) == 1 and alerts[0].subscription_id is None
         payload = json.loads(alerts[0].payload)
         assert payload["details"]["remaining_by_kind"] == {"amount_differs": 1, "missing_at_naver": 1,
@@ -178,8 +179,11 @@ def test_a_merchant_level_alert_is_delivered_to_the_merchant_webhook(books):
     report = reconcile_day(books.reconciler(), DAY)
     assert [f.kind for f in report.remaining] == [Kind.UNKNOWN_HERE]
     sent = []
-    status = notify.deliver(books.db.sessions, report.notification_ids[0],
-                            {"webhook": lambda row, merchant, sub: sent.append((row.event, merchant.id, sub))},
+
+    def webhook(row, merchant, sub):
+        sent.append((row.event, merchant.id, sub))
+
+    status = notify.deliver(books.db.sessions, report.notification_ids[0], {"webhook": webhook},
                             books.clock, books.sleeps)
     assert status == "sent" and sent == [(notify.RECONCILIATION_MISMATCH, 1, None)]
 
