@@ -149,24 +149,20 @@ def already_reconciled(session: Session, merchant_id: int, day: date) -> bool:
 def reconcile_pass(rec: Reconciler, day: date, merchant_ids: Sequence[int] | None = None, *,
                    once: bool = False) -> list[RunReport]:
     """Reconcile ``day`` for each merchant (default: every merchant with a subscription), each
-    in its own run: one merchant's failure (recorded on its run, logged) never stops the
+    in its own run: one merchant's failure (recorded on its run's report) never stops the
     others. ``once`` skips a merchant whose day already has a finished run (the daily pass)."""
     with rec.engine.sessions() as s:
         if merchant_ids is None:
             merchant_ids = list(s.scalars(select(Merchant.id).where(
                 exists().where(Subscription.merchant_id == Merchant.id)).order_by(Merchant.id)))
         todo = [m for m in merchant_ids if not (once and already_reconciled(s, m, day))]
-    reports = []
-    for merchant_id in todo:
-        try:
-            reports.append(reconcile_day(rec, day, merchant_id))
-        except Exception:  # noqa: BLE001 - recorded on the merchant's run; the next one goes on
-            log.exception("reconciliation of %s for merchant %s failed", day, merchant_id)
-    return reports
+    return [reconcile_day(rec, day, merchant_id) for merchant_id in todo]
 
 
 def reconcile_day(rec: Reconciler, day: date, merchant_id: int = 1) -> RunReport:
-    """Reconcile one merchant's KST ``day``; see the module docstring."""
+    """Reconcile one merchant's KST ``day``; see the module docstring. A failure (NAVER
+    unreachable, bad credentials) is logged and recorded on the run (``status`` error), whose
+    report is returned; only an unknown merchant raises (ValueError)."""
     sessions, clock = rec.engine.sessions, rec.engine.clock
     with sessions.begin() as s:
         merchant = s.get(Merchant, merchant_id)
@@ -176,17 +172,17 @@ def reconcile_day(rec: Reconciler, day: date, merchant_id: int = 1) -> RunReport
         s.add(run)
         s.flush()
         report = RunReport(run.id, merchant_id, day)
-        client = rec.engine.client_for(merchant)
+        s.expunge(merchant)
     try:
+        client = rec.engine.client_for(merchant)
         rows = fetch_history(rec, client, *day_window(day))
         report.naver_rows = len(rows)
         findings = _compare(rec, client, report, rows)
         report.findings = [_repair(rec, report, f) for f in findings]
         report.status = "done"
-    except Exception as exc:  # noqa: BLE001 - recorded on the run and raised to the caller
+    except Exception as exc:  # noqa: BLE001 - recorded on the run, logged, shown by the caller
+        log.exception("reconciliation of %s for merchant %s failed", day, merchant_id)
         report.status, report.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
-        _finish(rec, report)
-        raise
     _finish(rec, report)
     return report
 

@@ -257,6 +257,20 @@ def test_cli_reconcile_json_and_exit_codes(books):
     assert bad.exit_code == 2 and "not a date YYYY-MM-DD" in bad.stderr
 
 
+def test_a_run_naver_does_not_answer_is_recorded_as_failed(books):
+    books.subscribe("x")
+    books.sandbox.faults(errorRate=1.0, errorStatus=503)
+    env = {"NAVERPAY_API_BASE": books.sandbox.url}
+    result = cli(books.db.url, "reconcile", "--date", "2026-11-28", "--json", env=env)
+    assert result.exit_code == 2
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["status"] == "error" and run["error"].startswith("TransientError")
+    assert f"run {run['run_id']} (merchant 1) failed" in result.stderr
+    with books.db.sessions() as s:
+        assert s.get(ReconciliationRun, run["run_id"]).status == "error"
+    assert cli(books.db.url, "reconcile", "--merchant", "99", env=env).exit_code == 2
+
+
 def test_cli_reconcile_a_clean_day_exits_0(books):
     books.subscribe("x")
     result = cli(books.db.url, "reconcile", "--date", "2026-11-27",

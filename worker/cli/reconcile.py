@@ -67,7 +67,10 @@ def reconcile(day: str | None, merchants: tuple[int, ...], as_json: bool) -> Non
     except ValueError as exc:
         raise SetupError(str(exc)) from None
     rec = Reconciler(_engine(), progress=_progress)
-    reports = reconcile_pass(rec, target, list(merchants) or None)
+    try:
+        reports = reconcile_pass(rec, target, list(merchants) or None)
+    except ValueError as exc:  # an unknown --merchant
+        raise SetupError(str(exc)) from None
     if as_json:
         emit_json({"day": target.isoformat(), "runs": [r.to_json() for r in reports]})
     else:
@@ -75,8 +78,10 @@ def reconcile(day: str | None, merchants: tuple[int, ...], as_json: bool) -> Non
             _print(report)
         if not reports:
             click.echo(f"{target}: no merchant to reconcile")
-    if any(r.status != "done" for r in reports) or (merchants and len(reports) < len(merchants)):
-        raise SetupError("a reconciliation run failed; see its error above and the worker log")
+    failed = [r for r in reports if r.status != "done"]
+    if failed:
+        raise SetupError("; ".join(f"run {r.run_id} (merchant {r.merchant_id}) failed: {r.error}"
+                                   for r in failed))
     left = sum(len(r.remaining) for r in reports)
     if left:
         raise Remaining(f"{left} difference(s) with NAVER remain for a human or the next run")
