@@ -84,8 +84,8 @@ def _approval(state: SandboxState, data: dict[str, Any], at: datetime) -> dict[s
     order = Order(total=amount, tax_scope=amount, tax_ex_scope=0, product_name="대사 주입",
                   merchant_pay_id=str(merchant_pay_id), merchant_user_id="injected-user")
     payment = state.payments.create_onetime(order, at)
-    recurrent_id = data.get("recurrentId")
-    payment.recurrent_id = str(recurrent_id) if recurrent_id else payment.payment_id
+    if data.get("recurrentId"):  # else it stays a one-time payment
+        payment.recurrent_id = str(data["recurrentId"])
     state.payments.commit(payment, at)
     return {"paymentId": payment.payment_id}
 
