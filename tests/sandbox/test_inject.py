@@ -18,7 +18,8 @@ def test_an_injected_approval_appears_in_history_at_its_time(naver: Naver, clock
                                    "at": "20261128101500"})["paymentId"]
     (row,) = _window(naver)
     assert (row["paymentId"], row["admissionYmdt"], row["totalPayAmount"]) == (pid, "20261128101500", 12000)
-    assert [row[k] for k in ("merchantPayKey", "admissionTypeCode", "admissionState")] == ["x-1", "01", "SUCCESS"]
+    keys = ("merchantPayKey", "admissionTypeCode", "admissionState")
+    assert [row[k] for k in keys] == ["x-1", "01", "SUCCESS"]
     assert _window(naver, "20261129000000", "20261129235959") == []
 
 
