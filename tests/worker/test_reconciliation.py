@@ -279,6 +279,33 @@ def test_cli_reconcile_a_clean_day_exits_0(books):
     assert "remaining" in result.stdout
 
 
+def test_the_daily_task_reconciles_yesterday_once(books, monkeypatch):
+    """The Celery task's body (called directly: no broker needed for a day with nothing left)."""
+    from worker import tasks
+    from worker.runtime import runtime
+
+    books.subscribe("x")
+    monkeypatch.setenv("DATABASE_URL", books.db.url)
+    monkeypatch.setenv("NAVERPAY_API_BASE", books.sandbox.url)
+    runtime.cache_clear()
+    try:
+        first = tasks.reconcile.run("2026-11-28")
+        assert list(first.values()) == [0]
+        assert len(tasks.reconcile.run("2026-11-28")) == 1  # an explicit day: a new run
+    finally:
+        runtime.cache_clear()
+
+
+def test_the_beat_entry_follows_the_kst_setting():
+    import subprocess
+    import sys
+
+    code = "import celeryconfig as c; s = c.beat_schedule['reconcile']; print(s['task'], s['schedule'])"
+    out = subprocess.run([sys.executable, "-c", code], env={"BILLING_RECONCILE_AT": "00:30", "PATH": ""},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("worker.reconcile <crontab: 30 15 * * *")  # 00:30 KST = 15:30 UTC
+
+
 # --- pure parts -----------------------------------------------------------------------------
 
 def test_kst_day_boundaries():
