@@ -5,6 +5,10 @@ Tasks are named by string here (``scheduler.walk``); the app lives in ``worker``
 
 import os
 
+from celery.schedules import crontab
+
+from worker.settings import reconcile_time
+
 broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 broker_connection_retry_on_startup = True
 # A message is acknowledged only after its task finished; a killed worker's message goes back.
@@ -33,5 +37,13 @@ beat_schedule = {
         "schedule": float(os.environ.get("BILLING_WALK_INTERVAL", "10")),
         "options": {"expires": float(os.environ.get("BILLING_WALK_INTERVAL", "10")) * 3},
     },
+}
+# Reconciliation (정산 대사): once a day, BILLING_RECONCILE_AT (KST, default 01:00) reconciles
+# the previous KST day. Beat runs in UTC here; KST is UTC+9 all year (no DST).
+_reconcile_hour, _reconcile_minute = reconcile_time(os.environ)
+beat_schedule["reconcile"] = {
+    "task": "worker.reconcile",
+    "schedule": crontab(hour=(_reconcile_hour - 9) % 24, minute=_reconcile_minute),
+    "options": {"expires": 6 * 3600},
 }
 beat_schedule_filename = os.environ.get("BILLING_BEAT_SCHEDULE", "var/celerybeat-schedule")

@@ -410,3 +410,41 @@ class Refund(Base):
     surfaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # reported to a human
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+# --- reconciliation (정산 대사): one run per (merchant, KST day, pass), its items -------------
+
+class ReconciliationRun(Base):
+    """One pass comparing NAVER's payment history of a KST day with the local books."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (Index("ix_reconciliation_runs_day", "day", "merchant_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, a day in Asia/Seoul
+    status: Mapped[str] = mapped_column(String(20), server_default="running")  # running|done|error
+    naver_rows: Mapped[int] = mapped_column(Integer, server_default="0")
+    local_charges: Mapped[int] = mapped_column(Integer, server_default="0")
+    repaired: Mapped[int] = mapped_column(Integer, server_default="0")
+    remaining: Mapped[int] = mapped_column(Integer, server_default="0")  # left for a human
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ReconciliationItem(Base):
+    """One difference a run found, and what became of it (repaired, reported, deferred)."""
+
+    __tablename__ = "reconciliation_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_runs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    resolution: Mapped[str] = mapped_column(String(20))
+    charge_id: Mapped[int | None] = mapped_column(ForeignKey("charges.id"))
+    payment_id: Mapped[str | None] = mapped_column(String(64))
+    merchant_pay_id: Mapped[str | None] = mapped_column(String(128))
+    naver_amount: Mapped[int | None] = mapped_column(Integer)
+    local_amount: Mapped[int | None] = mapped_column(Integer)
+    local_status: Mapped[str | None] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)

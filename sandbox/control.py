@@ -13,6 +13,7 @@ Never subject to credentials, faults or maintenance. Bad input answers HTTP 400
 - ``GET|POST /_sandbox/cancel-script`` (``{"steps": [...]}``: what the next cancels do, see
   ``faults.CancelStep``: a 5xx before or after the refund, a held answer, a scripted code)
 - ``GET /_sandbox/ledger[?recurrentId=]``
+- ``POST /_sandbox/inject`` (a reconciliation mismatch: see ``sandbox.inject``)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sandbox.behaviour import Behaviour
 from sandbox.clock import ymdt
 from sandbox.codes import ApiError
 from sandbox.faults import Faults, cancel_script
+from sandbox.inject import inject
 from sandbox.ledger import ledger
 from sandbox.payments import check_order
 from sandbox.records import Order, Registration
@@ -196,6 +198,14 @@ async def clock(request: Request, runtime: Runtime) -> dict[str, Any]:
     return {"now": ymdt(state.clock()), "offsetSeconds": state.clock.offset.total_seconds()}
 
 
+async def inject_mismatch(request: Request, runtime: Runtime) -> dict[str, Any]:
+    """Make NAVER's books differ from the merchant's (one mismatch per call)."""
+    try:
+        return inject(runtime.state, await _json(request))
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+
+
 async def show_ledger(request: Request, runtime: Runtime) -> dict[str, Any]:
     """Every payment and registration, optionally only those of ``?recurrentId=``."""
     return ledger(runtime.state, request.query_params.get("recurrentId") or None)
@@ -217,5 +227,6 @@ ROUTES = [
     Route("/_sandbox/config", _endpoint(config), methods=["GET", "POST"]),
     Route("/_sandbox/clock", _endpoint(clock), methods=["GET", "POST"]),
     Route("/_sandbox/ledger", _endpoint(show_ledger), methods=["GET"]),
+    Route("/_sandbox/inject", _endpoint(inject_mismatch), methods=["POST"]),
 ]
 """The control routes, mounted before the NAVER API routes."""

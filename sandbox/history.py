@@ -58,3 +58,11 @@ class HistoryLog:
         low = bisect_left(self._rows, start, key=_row_time)
         high = bisect_right(self._rows, end, key=_row_time)
         return [row for row in self._rows[low:high] if row.visible_at <= now and keep(row)]
+
+    def drop(self, payment_id: str) -> int:
+        """Forget every row of ``payment_id`` (control API: a payment history does not show);
+        how many rows were removed."""
+        gone = self._by_payment.pop(payment_id, [])
+        if gone:
+            self._rows = [row for row in self._rows if row.payment.payment_id != payment_id]
+        return len(gone)

@@ -80,3 +80,16 @@ class SandboxControl:
     def advance_clock(self, seconds: float) -> None:
         """Move the sandbox's clock forward (deferred cancels complete, keys expire)."""
         self._post("/_sandbox/clock", {"advanceSeconds": seconds})
+    def inject(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """A reconciliation mismatch at NAVER (``sandbox.inject``): approval, amount, cancel, drop."""
+        return dict(self._post("/_sandbox/inject", {"kind": kind, **fields}))
+
+    def set_clock(self, moment: Any) -> None:
+        """Move the sandbox clock so that it reads ``moment`` (an aware datetime) now."""
+        from datetime import datetime
+
+        from sandbox.clock import parse_ymdt
+
+        now = parse_ymdt(self.http.get("/_sandbox/clock").json()["now"])
+        self._post("/_sandbox/clock", {"advanceSeconds": (moment - now).total_seconds()})
+        assert isinstance(moment, datetime)

@@ -24,6 +24,12 @@ EXPIRED = Counter("npay_registrations_expired_total",
 NOTIFICATIONS = Counter("npay_notifications_total", "Notification deliveries", ["channel", "status"])
 WALKS = Counter("npay_walks_total", "Walks run")
 WALK_ENQUEUED = Counter("npay_walk_enqueued_total", "Charges enqueued by the walk", ["reason"])
+RECONCILIATION_RUNS = Counter("npay_reconciliation_runs_total", "Reconciliation runs (정산 대사) by outcome",
+                              ["status"])
+RECONCILIATION_MISMATCHES = Counter(
+    "npay_reconciliation_mismatches_total",
+    "Differences between NAVER's payment history and the local books, by kind and resolution",
+    ["kind", "resolution"])
 NAVER_LATENCY = Histogram(
     "npay_naverpay_request_seconds", "NAVER Pay API latency by endpoint", ["api", "code"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

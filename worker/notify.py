@@ -63,7 +63,11 @@ REFUND_SUCCEEDED = "refund.succeeded"  # NAVER accepted the cancel (Success or C
 REFUND_FAILED = "refund.failed"  # NAVER refused it; its amount may be refunded again
 REFUND_HELD = "refund.held"  # a merchant-side fault holds the refund (credentials, our request)
 REFUND_STUCK = "refund.stuck"  # a refund stayed unsettled past its bound
-ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED, REFUND_HELD, REFUND_STUCK})
+# A reconciliation run left differences with NAVER's history for a human (merchant-level: the
+# row has no subscription; its payload's merchant_id names the merchant).
+RECONCILIATION_MISMATCH = "reconciliation.mismatch"
+ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED, REFUND_HELD, REFUND_STUCK,
+                    RECONCILIATION_MISMATCH})
 # notify_on names (merchant column) for the optional events; final failure is always sent.
 OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
 KST = ZoneInfo("Asia/Seoul")
@@ -179,12 +183,33 @@ def queue_alert(session: Session, event: str, sub: Subscription, now: datetime, 
     return [row.id]
 
 
+def queue_merchant_alert(session: Session, event: str, merchant: Merchant, now: datetime, *,
+                         dedupe: str, message: str, details: dict[str, Any]) -> list[int]:
+    """A merchant alert about no one subscription (reconciliation): webhook only, at most one
+    row per ``dedupe`` key, always logged at error; returns the ids to deliver."""
+    assert event in ALERTS, event
+    log.error("%s: %s", event, message, extra={"merchant_id": merchant.id})
+    key = f"{event}:{dedupe}"
+    if not merchant.webhook_url or session.scalar(select(Notification.id).where(
+            Notification.dedupe_key == key, Notification.channel == "webhook")) is not None:
+        return []
+    event_id = uuid.uuid4().hex
+    payload = {"event_id": event_id, "event": event, "occurred_at": now.isoformat(),
+               "merchant_id": merchant.id, "message": message, "details": details}
+    row = Notification(event_id=event_id, dedupe_key=key, event=event, channel="webhook",
+                       payload=json.dumps(payload, ensure_ascii=False), status=NS.PENDING,
+                       created_at=now, lease_until=now + timedelta(minutes=2))
+    session.add(row)
+    session.flush()
+    return [row.id]
+
+
 # --- delivery -------------------------------------------------------------------------------
 
 class Sender(Protocol):
     """Sends one notification; raises on failure."""
 
-    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription) -> None: ...
+    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription | None) -> None: ...
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -200,7 +225,7 @@ class WebhookSender:
     http: httpx.Client
     clock: Callable[[], datetime]
 
-    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription) -> None:
+    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription | None) -> None:
         assert merchant.webhook_url
         body = notification.payload.encode()
         timestamp = str(int(self.clock().timestamp()))
@@ -221,7 +246,8 @@ class EmailSender:
     port: int
     sender: str
 
-    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription) -> None:
+    def __call__(self, notification: Notification, merchant: Merchant, sub: Subscription | None) -> None:
+        assert sub is not None, "e-mails go to a subscription's customer"
         payload = json.loads(notification.payload)
         message = EmailMessage()
         message["From"], message["To"] = self.sender, sub.customer_email
@@ -261,7 +287,7 @@ def deliver(sessions: sessionmaker[Session], notification_id: int, senders: dict
 
 
 def _claim(sessions: sessionmaker[Session], notification_id: int, owner: str, now: datetime,
-           lease: timedelta) -> str | tuple[Notification, Merchant, Subscription]:
+           lease: timedelta) -> str | tuple[Notification, Merchant, Subscription | None]:
     """Take the row for ``owner`` (pending, or sending by an owner whose lease passed); the row
     with its merchant and subscription, or the row's status when someone else has it."""
     with sessions.begin() as s:
@@ -278,6 +304,10 @@ def _claim(sessions: sessionmaker[Session], notification_id: int, owner: str, no
             return "missing"
         if not claimed:
             return row.status  # already sent, or a live delivery holds it
+        if row.subscription_id is None:  # a merchant-level alert (queue_merchant_alert)
+            merchant = s.get(Merchant, json.loads(row.payload)["merchant_id"])
+            assert merchant is not None
+            return row, merchant, None
         sub = s.get(Subscription, row.subscription_id)
         assert sub is not None
         return row, sub.merchant, sub

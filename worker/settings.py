@@ -40,6 +40,8 @@ class Settings:
     walk: WalkConfig = WalkConfig()
     # A charge unsettled (reserving/approving/unknown/held) this long is surfaced to a human.
     surface_after: timedelta = timedelta(hours=1)
+    # The daily reconciliation (정산 대사) of yesterday's KST day runs at this KST time.
+    reconcile_at: tuple[int, int] = (1, 0)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_from: str = "billing@localhost"
@@ -60,7 +62,18 @@ class Settings:
             lease=lease,
             walk=walk,
             surface_after=timedelta(seconds=_number(environ, "BILLING_SURFACE_AFTER_SECONDS", 3600)),
+            reconcile_at=reconcile_time(environ),
             smtp_host=environ.get("SMTP_HOST", "127.0.0.1"),
             smtp_port=int(_number(environ, "SMTP_PORT", 25)),
             smtp_from=environ.get("SMTP_FROM", "billing@localhost"),
         )
+
+
+def reconcile_time(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """``BILLING_RECONCILE_AT`` (``HH:MM`` in Asia/Seoul, default ``01:00``): when the daily
+    reconciliation of the previous KST day runs. ValueError names a bad value."""
+    raw = environ.get("BILLING_RECONCILE_AT", "") or "01:00"
+    hour, _, minute = raw.partition(":")
+    if not (hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+        raise ValueError(f"BILLING_RECONCILE_AT={raw!r} is not a time HH:MM (Asia/Seoul)")
+    return int(hour), int(minute)

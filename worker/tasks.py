@@ -23,6 +23,7 @@ from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
 from worker.refund_requests import claim_due_refunds, surface_stuck_refunds
 from worker.refunds import process_refund
+from worker.reconciliation import Reconciler, parse_day, previous_day, reconcile_pass
 from worker.runtime import Runtime, runtime
 from worker.surfacing import surface_stuck
 
@@ -152,3 +153,18 @@ def refund_charge(self: Task, refund_id: int) -> str | None:
         raise self.retry(countdown=5)  # another run holds it; never a long countdown
     log.info("refund %s -> %s", refund_id, outcome.status)
     return outcome.status
+@app.task(name="worker.reconcile", ignore_result=True)
+def reconcile(day: str | None = None) -> dict[str, int]:
+    """Beat's daily entry: reconcile a KST day (default: yesterday) with NAVER's history, once
+    per merchant and day; returns the differences left per run."""
+    rt = runtime()
+    target = parse_day(day) if day else previous_day(utcnow())
+    reports = reconcile_pass(Reconciler(rt.charge_engine()), target, once=day is None)
+    for report in reports:
+        for notification_id in report.notification_ids:
+            deliver_notification.delay(notification_id)
+        for subscription_id in report.expire_subscription_ids:
+            expire_subscription.delay(subscription_id)
+        log.info("reconciliation of %s (merchant %s): %s repaired, %s left", target, report.merchant_id,
+                 len(report.repaired), len(report.remaining))
+    return {f"run {r.run_id}": len(r.remaining) for r in reports}

@@ -11,6 +11,7 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       status | watch                                     (status)
       sandbox                                            (sandbox)
       metrics                                            (metrics)
+      reconcile [--date YYYY-MM-DD] [--merchant ID] [--json]   (reconcile)
       demo                                               (demo)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
@@ -27,6 +28,7 @@ from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
 from worker.cli.refund import refund
+from worker.cli.reconcile import reconcile
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
@@ -82,3 +84,4 @@ main.add_command(demo)
 main.add_command(sandbox)
 main.add_command(metrics)
 main.add_command(refund)
+main.add_command(reconcile)
