@@ -21,9 +21,9 @@ from worker.charging import ChargeOutcome, process_charge
 from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
+from worker.reconciliation import Reconciler, parse_day, previous_day, reconcile_pass
 from worker.refund_requests import claim_due_refunds, surface_stuck_refunds
 from worker.refunds import process_refund
-from worker.reconciliation import Reconciler, parse_day, previous_day, reconcile_pass
 from worker.runtime import Runtime, runtime
 from worker.surfacing import surface_stuck
 

@@ -27,8 +27,8 @@ from worker.cli.charges import charges
 from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
-from worker.cli.refund import refund
 from worker.cli.reconcile import reconcile
+from worker.cli.refund import refund
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
