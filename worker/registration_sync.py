@@ -54,7 +54,7 @@ from models import SubscriptionStatus as SS
 from models.db import rowcount
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.errors import MerchantSideError, NaverPayError
-from worker.naverpay.results import Registration
+from worker.naverpay.results import Registration, RegistrationPage
 
 log = logging.getLogger(__name__)
 
@@ -362,10 +362,15 @@ class RegistrationCheck:
 
 
 def check_registration(client: NaverPayClient, recurrent_id: str) -> RegistrationCheck:
-    """One read of one registration's state. Only a row NAVER shows ``EXPIRED`` counts as
-    ended (a registration NAVER does not list is not concluded from: the reserve will say).
-    Raises the client's errors; the caller decides (a failed read never blocks a retry)."""
-    page = client.list_registrations(recurrent_id=recurrent_id)
+    """One read of one registration's state (raises the client's errors; the caller decides:
+    a failed read never blocks a retry)."""
+    return registration_state(client.list_registrations(recurrent_id=recurrent_id), recurrent_id)
+
+
+def registration_state(page: RegistrationPage, recurrent_id: str) -> RegistrationCheck:
+    """What a list answer says about ``recurrent_id``. Only a row NAVER shows ``EXPIRED``
+    counts as ended (a registration NAVER does not list is not concluded from: the reserve
+    will say)."""
     rows = [row for row in page.registrations if row.recurrent_id == recurrent_id]
     if not rows:
         return RegistrationCheck(ended=False, state="absent")
