@@ -26,12 +26,24 @@ enable_utc = True
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
-# One beat entry in total: the walk. Never one entry per subscription.
+# The walk's beat entry (never one entry per subscription); issue 9's two are below.
 beat_schedule = {
     "walk": {
         "task": "scheduler.walk",
         "schedule": float(os.environ.get("BILLING_WALK_INTERVAL", "10")),
         "options": {"expires": float(os.environ.get("BILLING_WALK_INTERVAL", "10")) * 3},
     },
+}
+# Issue 9: their own entries, so a failing NAVER list call never stops the walk (paced by
+# BILLING_REGISTRATION_SYNC_PAGES pages per merchant per run).
+beat_schedule["registration-sync"] = {
+    "task": "worker.sync_registrations",
+    "schedule": float(os.environ.get("BILLING_REGISTRATION_SYNC_INTERVAL", "300")),
+    "options": {"expires": float(os.environ.get("BILLING_REGISTRATION_SYNC_INTERVAL", "300"))},
+}
+beat_schedule["followups"] = {
+    "task": "worker.followups",
+    "schedule": float(os.environ.get("BILLING_FOLLOWUP_INTERVAL", "60")),
+    "options": {"expires": float(os.environ.get("BILLING_FOLLOWUP_INTERVAL", "60"))},
 }
 beat_schedule_filename = os.environ.get("BILLING_BEAT_SCHEDULE", "var/celerybeat-schedule")

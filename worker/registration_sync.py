@@ -110,16 +110,17 @@ class SyncReport:
     notification_ids: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``registrations sync --json`` document (see the README)."""
+        """The ``registrations sync --json`` document (see the README); datetimes are left to
+        the caller's encoder (the CLI writes ISO-8601 UTC)."""
         return {
             "ended": [{"subscription_id": e.subscription_id, "recurrent_id": e.recurrent_id,
                        "merchant_id": m.merchant_id,
-                       "expired_at": e.expired_at.isoformat() if e.expired_at else None,
+                       "expired_at": e.expired_at,
                        "canceled_charge_ids": e.canceled_charge_ids}
                       for m in self.merchants for e in m.ended],
             "merchants": [{"merchant_id": m.merchant_id, "pages": m.pages, "expired_rows": m.rows,
                            "ended": len(m.ended), "swept_to_now": m.swept,
-                           "next_window_start": m.window_start.isoformat() if m.window_start else None,
+                           "next_window_start": m.window_start,
                            "error": m.error, "skipped": m.skipped} for m in self.merchants],
         }
 

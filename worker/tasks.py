@@ -7,6 +7,7 @@ manual retry): no secret or personal data ever reaches the broker, Flower or log
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
@@ -115,3 +116,37 @@ def deliver_notification(notification_id: int) -> str:
     status = deliver(rt.sessions, notification_id, rt.senders, utcnow, time.sleep)
     metrics.NOTIFICATIONS.labels(channel="any", status=status).inc()
     return status
+
+
+# --- issue 9: registration sync, purchase confirm / point accrual (their own beat entries) ----
+
+@app.task(name="worker.sync_registrations", ignore_result=True)
+def sync_registrations_task() -> dict[str, int]:
+    """A paced pass over NAVER's registration list: subscriptions whose registration the
+    customer ended in NAVER Pay are revoked. Separate from the walk: it never stops billing."""
+    from worker.registration_sync import SyncConfig, sync_registrations
+
+    rt = runtime()
+    pages = int(os.environ.get("BILLING_REGISTRATION_SYNC_PAGES", "5"))
+    report = sync_registrations(rt.sessions, rt.client_for, utcnow(), SyncConfig(max_pages=max(1, pages)))
+    for notification_id in report.notification_ids:
+        deliver_notification.delay(notification_id)
+    ended = sum(len(m.ended) for m in report.merchants)
+    errors = [m for m in report.merchants if m.error]
+    for m in errors:
+        log.warning("registration sync of merchant %s: %s", m.merchant_id, m.error)
+    if ended:
+        log.info("registration sync: %d subscription(s) revoked (ended in NAVER Pay)", ended)
+    return {"merchants": len(report.merchants), "ended": ended, "errors": len(errors)}
+
+
+@app.task(name="worker.followups", ignore_result=True)
+def followups_task() -> dict[str, int]:
+    """Purchase confirms and point accruals that have come due (worker/followups.py)."""
+    from worker.followups import run_followups
+
+    rt = runtime()
+    report = run_followups(rt.sessions, rt.client_for, utcnow(), clock=utcnow)
+    for notification_id in report.notification_ids:
+        deliver_notification.delay(notification_id)
+    return {name: len(ids) for name, ids in report.to_json().items()}

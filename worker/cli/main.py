@@ -5,7 +5,8 @@ Command tree (each module of ``worker/cli/`` holds one group)::
     npay-billing [--database-url URL]
       db upgrade | current                               (db)
       subscriptions add | list | show | pause | resume | cancel   (subscriptions, lifecycle)
-      charges list | show                                (charges)
+      charges list | show | cash-amount                  (charges)
+      registrations sync [--since DATE]                  (registrations)
       retry TARGET [--reopen] [--wait]                   (retry)
       status | watch                                     (status)
       sandbox                                            (sandbox)
@@ -25,6 +26,7 @@ from worker.cli.charges import charges
 from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
+from worker.cli.registrations import registrations
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
@@ -78,3 +80,4 @@ main.add_command(watch)
 main.add_command(demo)
 main.add_command(sandbox)
 main.add_command(metrics)
+main.add_command(registrations)
