@@ -53,7 +53,7 @@ class SandboxControl:
         self._post("/_sandbox/config", options)
 
     def faults(self, **faults: Any) -> None:
-        """Inject transport faults."""
+        """Inject transport faults (``apis=[...]`` limits them to those API paths)."""
         self._post("/_sandbox/faults", faults)
 
     def ledger(self, recurrent_id: str | None = None) -> dict[str, Any]:

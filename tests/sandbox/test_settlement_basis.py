@@ -94,3 +94,15 @@ def test_customer_ends_a_backdated_registration_and_the_list_shows_it(naver: Nav
     assert row["expireYmdt"]
     bad = naver.http.post("/_sandbox/registrations", json={"registYmdt": "yesterday"})
     assert bad.status_code == 400
+
+
+def test_faults_can_target_one_api(naver: Naver):
+    recurrent_id = naver.registration()
+    naver.control("faults", {"errorRate": 1.0, "errorStatus": 503, "apis": ["recurrent/v1/list"]})
+
+    listed = naver.call("recurrent/v1/list", json={"recurrentId": recurrent_id})
+    reserved = naver.reserve(recurrent_id, 1100)
+
+    assert listed.status_code == 503 and reserved
+    assert naver.http.get("/_sandbox/faults").json()["apis"] == ["recurrent/v1/list"]
+    assert naver.http.post("/_sandbox/faults", json={"apis": "all"}).status_code == 400
