@@ -75,6 +75,7 @@ class SyncConfig:
 
     max_pages: int = 5
     lease: timedelta = timedelta(minutes=5)
+    rows_per_page: int = ROWS_PER_PAGE  # NAVER's maximum
 
 
 @dataclass
@@ -142,7 +143,8 @@ def sync_registrations(sessions: sessionmaker[Session], client_for: ClientFor, n
 
 
 def sync_by_hand(sessions: sessionmaker[Session], client_for: ClientFor, now: datetime,
-                 since: datetime | None = None, max_pages: int = 10_000) -> SyncReport:
+                 since: datetime | None = None, max_pages: int = 10_000,
+                 rows_per_page: int = ROWS_PER_PAGE) -> SyncReport:
     """``npay-billing registrations sync``: one whole sweep per merchant from ``since`` (or the
     merchant's stored/default start) to now, every page; the periodic cursor is not moved."""
     report = SyncReport()
@@ -155,7 +157,8 @@ def sync_by_hand(sessions: sessionmaker[Session], client_for: ClientFor, now: da
                 merchant = s.get(Merchant, merchant_id)
                 assert merchant is not None
                 client = client_for(merchant)
-            _sweep(sessions, client, result, start.replace(microsecond=0), 1, now, max_pages, report)
+            _sweep(sessions, client, result, start.replace(microsecond=0), 1, now, max_pages,
+                   rows_per_page, report)
         except NaverPayError as exc:
             result.error = _describe(exc)
             _log_error(merchant_id, exc)
@@ -196,7 +199,7 @@ def _run_cursor(sessions: sessionmaker[Session], client_for: ClientFor, merchant
             assert merchant is not None
             client = client_for(merchant)
         window_start, page = _sweep(sessions, client, result, window_start, page, now,
-                                    config.max_pages, report)
+                                    config.max_pages, config.rows_per_page, report)
     except NaverPayError as exc:
         window_start, page = result.window_start or window_start, result.page
         result.error = _describe(exc)
@@ -207,7 +210,7 @@ def _run_cursor(sessions: sessionmaker[Session], client_for: ClientFor, merchant
 
 
 def _sweep(sessions: sessionmaker[Session], client: NaverPayClient, result: MerchantSync,
-           window_start: datetime, page: int, now: datetime, max_pages: int,
+           window_start: datetime, page: int, now: datetime, max_pages: int, rows_per_page: int,
            report: SyncReport) -> tuple[datetime, int]:
     """Read pages from (window_start, page) on; returns where the next read starts. Keeps
     ``result.window_start`` and ``result.page`` current, so an error resumes at the page that
@@ -217,7 +220,7 @@ def _sweep(sessions: sessionmaker[Session], client: NaverPayClient, result: Merc
         result.page = page
         end = min(window_start + WINDOW, now)
         found = client.list_registrations(start=window_start, end=end, state="EXPIRED",
-                                          page=page, rows_per_page=ROWS_PER_PAGE)
+                                          page=page, rows_per_page=rows_per_page)
         result.pages += 1
         result.rows += len(found.registrations)
         _end_listed(sessions, result, found.registrations, now, report)
