@@ -212,6 +212,13 @@ def test_cli_sync_since_date_json(world, sandbox_url):
     assert bad.exit_code == 2 and "--since" in bad.output
 
 
+def test_cli_help_names_the_group():
+    result = cli("sqlite://", "registrations", "sync", "--help")
+
+    assert result.exit_code == 0 and "--since" in result.output and "--json" in result.output
+    assert "registrations" in cli("sqlite://", "--help").output
+
+
 def test_cli_sync_exit_code_1_when_naver_cannot_be_read(world, sandbox_url):
     world.subscribe(world.sandbox.register())
     world.sandbox.faults(errorRate=1.0, errorStatus=503, apis=["recurrent/v1/list"])
@@ -341,3 +348,16 @@ def test_a_merchant_side_fault_on_the_read_holds_the_charge(retry_world, sandbox
     assert process_charge(w.engine, charge_id, "t").status == "succeeded"
     assert w.charge(charge_id).attempt_count == 2
     bad.close()
+
+
+def test_a_start_set_ahead_by_hand_reads_nothing_and_fails_nothing(world):
+    world.subscribe(world.sandbox.register())
+    world.sync()  # creates the cursor
+    ahead = (utcnow() + timedelta(days=3)).replace(tzinfo=None, microsecond=0)
+    world.db.sql("UPDATE registration_sync SET since = :t, window_start = :t", t=ahead)
+    calls = len(world.client.windows)
+
+    report = world.sync()
+
+    assert report.merchants[0].swept and report.merchants[0].error is None
+    assert len(world.client.windows) == calls
