@@ -216,7 +216,7 @@ def _sweep(sessions: sessionmaker[Session], client: NaverPayClient, result: Merc
     ``result.window_start`` and ``result.page`` current, so an error resumes at the page that
     failed."""
     while result.pages < max_pages:
-        if window_start >= now:  # nothing can be registered after now (a start set ahead by hand)
+        if window_start > now:  # nothing can be registered after now (a start set ahead by hand)
             result.swept, result.window_start = True, None
             return window_start, 1
         result.window_start = window_start
