@@ -1,4 +1,5 @@
-"""The database contract: merchants, subscriptions, charges, charge_attempts, notifications.
+"""The database contract: merchants, subscriptions, charges, charge_attempts, notifications
+(and, issue 9, charge_followups and registration_sync).
 
 Users add subscriptions by inserting rows with plain SQL, so this schema is a public interface
 (documented in the README, created by Alembic, identical on SQLite and PostgreSQL). Every

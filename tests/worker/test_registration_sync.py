@@ -361,3 +361,14 @@ def test_a_start_set_ahead_by_hand_reads_nothing_and_fails_nothing(world):
 
     assert report.merchants[0].swept and report.merchants[0].error is None
     assert len(world.client.windows) == calls
+
+
+def test_the_sync_and_the_followups_have_their_own_beat_entries():
+    import celeryconfig
+    from worker import tasks  # noqa: F401 - registers the tasks
+    from worker.app import app
+
+    entries = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+
+    assert {"scheduler.walk", "worker.sync_registrations", "worker.followups"} <= entries
+    assert {"worker.sync_registrations", "worker.followups"} <= set(app.tasks)
