@@ -127,7 +127,12 @@ def sync_registrations_task() -> dict[str, int]:
     from worker.registration_sync import SyncConfig, sync_registrations
 
     rt = runtime()
-    pages = int(os.environ.get("BILLING_REGISTRATION_SYNC_PAGES", "5"))
+    raw = os.environ.get("BILLING_REGISTRATION_SYNC_PAGES", "5")
+    try:
+        pages = int(raw)
+    except ValueError:
+        log.error("BILLING_REGISTRATION_SYNC_PAGES=%r is not a whole number; using 5", raw)
+        pages = 5
     report = sync_registrations(rt.sessions, rt.client_for, utcnow(), SyncConfig(max_pages=max(1, pages)))
     for notification_id in report.notification_ids:
         deliver_notification.delay(notification_id)
