@@ -30,7 +30,7 @@ enable_utc = True
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
-# One beat entry in total: the walk. Never one entry per subscription.
+# The walk's beat entry (never one entry per subscription); issue 9's two are below.
 beat_schedule = {
     "walk": {
         "task": "scheduler.walk",
@@ -45,5 +45,17 @@ beat_schedule["reconcile"] = {
     "task": "worker.reconcile",
     "schedule": crontab(hour=(_reconcile_hour - 9) % 24, minute=_reconcile_minute),
     "options": {"expires": 6 * 3600},
+}
+# Issue 9: their own entries, so a failing NAVER list call never stops the walk (paced by
+# BILLING_REGISTRATION_SYNC_PAGES pages per merchant per run).
+beat_schedule["registration-sync"] = {
+    "task": "worker.sync_registrations",
+    "schedule": float(os.environ.get("BILLING_REGISTRATION_SYNC_INTERVAL", "300")),
+    "options": {"expires": float(os.environ.get("BILLING_REGISTRATION_SYNC_INTERVAL", "300"))},
+}
+beat_schedule["followups"] = {
+    "task": "worker.followups",
+    "schedule": float(os.environ.get("BILLING_FOLLOWUP_INTERVAL", "60")),
+    "options": {"expires": float(os.environ.get("BILLING_FOLLOWUP_INTERVAL", "60"))},
 }
 beat_schedule_filename = os.environ.get("BILLING_BEAT_SCHEDULE", "var/celerybeat-schedule")

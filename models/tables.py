@@ -1,4 +1,5 @@
-"""The database contract: merchants, subscriptions, charges, charge_attempts, notifications.
+"""The database contract: merchants, subscriptions, charges, charge_attempts, notifications
+(and, issue 9, charge_followups and registration_sync).
 
 Users add subscriptions by inserting rows with plain SQL, so this schema is a public interface
 (documented in the README, created by Alembic, identical on SQLite and PostgreSQL). Every
@@ -79,6 +80,30 @@ class MissedCycles(StrEnum):
     SKIP = "skip"  # no charge for cycles older than the grace period
 
 
+class SettlementBasis(StrEnum):
+    """What NAVER settles the merchant's payments on (the merchant's contract)."""
+
+    PAYMENT_DATE = "payment_date"  # 결제일 기준 정산: nothing to call for settlement
+    TRADE_CONFIRM = "trade_confirm"  # 거래완료 기준 정산: purchase confirm after each charge
+
+
+class PointBasis(StrEnum):
+    """When the customer's NAVER Pay points are accrued (the merchant's contract)."""
+
+    AUTO = "auto"  # NAVER accrues them by itself: nothing to call
+    TRADE_CONFIRM = "trade_confirm"  # on 거래완료: purchase confirm after each charge
+    MANUAL = "manual"  # 수동 적립 (with payment-date settlement): point accrual after each charge
+
+
+class FollowupStatus(StrEnum):
+    """A purchase confirm or point accrual owed for one succeeded charge."""
+
+    PENDING = "pending"  # due at next_at
+    HELD = "held"  # a merchant-side fault (contract setting, credentials): retried, alerted
+    DONE = "done"  # NAVER confirmed it (or said it was already done)
+    FAILED = "failed"  # NAVER refused it max_attempts times: a human must check
+
+
 class SubscriptionStatus(StrEnum):
     """Lifecycle of a subscription row."""
 
@@ -96,6 +121,7 @@ class RevokeReason(StrEnum):
 
     FINAL_FAILURE = "final_failure"  # the retry policy gave up (final_action=expire)
     MERCHANT_CANCEL = "merchant_cancel"  # the merchant set status = 'canceled' (expire_on_cancel)
+    REGISTRATION_ENDED = "registration_ended"  # the customer ended it in NAVER Pay (sync found it)
 
 
 class ChargeStatus(StrEnum):
@@ -161,6 +187,8 @@ class Merchant(Base):
         CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
         CheckConstraint(_in("final_action", FinalAction), name="final_action_known"),
         CheckConstraint(_in("missed_cycles", MissedCycles), name="missed_cycles_known"),
+        CheckConstraint(_in("settlement_basis", SettlementBasis), name="settlement_basis_known"),
+        CheckConstraint(_in("point_basis", PointBasis), name="point_basis_known"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -188,6 +216,11 @@ class Merchant(Base):
     min_cycle_interval: Mapped[str] = mapped_column(String(20), server_default="1d")
     # 1 = a subscription set to 'canceled' also expires its registration at NAVER Pay.
     expire_on_cancel: Mapped[int] = mapped_column(Integer, server_default="1")
+    # The merchant's NAVER contract (issue 9): which follow-up calls a successful charge needs.
+    # See ``SettlementBasis``/``PointBasis`` and worker/followups.py.
+    settlement_basis: Mapped[str] = mapped_column(String(20), server_default="payment_date")
+    point_basis: Mapped[str] = mapped_column(String(20), server_default="auto")
+    followup_delay: Mapped[str] = mapped_column(String(20), server_default="0s")  # after approval
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
 
@@ -448,3 +481,51 @@ class ReconciliationItem(Base):
     local_status: Mapped[str | None] = mapped_column(String(20))
     detail: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+# --- issue 9: registration sync, purchase confirm and point accrual --------------------------
+
+class ChargeFollowup(Base):
+    """Outbox of the calls a succeeded charge owes NAVER after the sale: ``confirm`` (거래완료)
+    and ``accrual`` (포인트 적립), one row per (charge, kind), written in the transaction that
+    made the charge succeed; driven by worker/followups.py."""
+
+    __tablename__ = "charge_followups"
+    __table_args__ = (
+        UniqueConstraint("charge_id", "kind", name="uq_charge_followups_charge_kind"),
+        CheckConstraint("kind IN ('confirm', 'accrual')", name="kind_known"),
+        CheckConstraint(_in("status", FollowupStatus), name="status_known"),
+        Index("ix_charge_followups_due", "status", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    charge_id: Mapped[int] = mapped_column(ForeignKey("charges.id"))
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10), server_default=FollowupStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # refusals and unsettled tries
+    key_round: Mapped[int] = mapped_column(Integer, server_default="0")  # bumped after a refusal only
+    next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_code: Mapped[str | None] = mapped_column(String(64))
+    last_message: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    naver_time: Mapped[datetime | None] = mapped_column(UTCDateTime())  # confirmTime
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+
+
+class RegistrationSync(Base):
+    """Where the registration sync of one merchant stands: it sweeps NAVER's registration list
+    (state EXPIRED) in windows of at most 31 days of registration time, from ``since`` to now,
+    a few pages per run, and starts over when it reaches now (worker/registration_sync.py)."""
+
+    __tablename__ = "registration_sync"
+
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())  # sweep from here (operator may set it)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())  # the window being read
+    page: Mapped[int] = mapped_column(Integer, server_default="1")  # next page of that window
+    sweep_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # last full sweep ended
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # one run at a time
+    last_error: Mapped[str | None] = mapped_column(Text)
+    ended_found: Mapped[int] = mapped_column(Integer, server_default="0")  # subscriptions revoked

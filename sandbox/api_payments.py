@@ -11,6 +11,7 @@ from sandbox import queries, render
 from sandbox.cancels import CancelRequest
 from sandbox.clock import ymdt
 from sandbox.codes import Answer, ApiError, Code, fail, ok, server_error
+from sandbox.config import SandboxConfig
 from sandbox.context import ApiSpec, Ctx
 from sandbox.history import APPROVAL_TYPES
 from sandbox.records import HistoryRow, PaymentState
@@ -115,25 +116,50 @@ async def history_v23(ctx: Ctx) -> Answer:
     return _history_window(ctx)
 
 
+def confirm_allowed(config: SandboxConfig) -> bool:
+    """Purchase confirm is part of the contract when settlement or points are on 거래완료."""
+    return "trade_confirm" in (config.settlement_basis, config.point_basis)
+
+
+def accrual_allowed(config: SandboxConfig) -> bool:
+    """Point accrual is part of the contract for payment-date settlement with manual points."""
+    return (config.naverpoint_save and config.settlement_basis == "payment_date"
+            and config.point_basis == "manual")
+
+
 async def purchase_confirm(ctx: Ctx) -> Answer:
-    """``v1/purchase-confirm`` -> confirmTime (the trade is confirmed once)."""
+    """``v1/purchase-confirm`` -> confirmTime: once per approved payment, for merchants whose
+    settlement or points are on 거래완료 (else InvalidMerchantType); a second confirm with a new
+    idempotency key is AlreadyComplete (the same key replays the first answer)."""
     p = ctx.params
     p.require("paymentId", "requester")
     p.choice("requester", ("1", "2"))
+    config = ctx.state.config
+    if not confirm_allowed(config):
+        return fail(Code.INVALID_MERCHANT_TYPE, "거래완료 기준 정산/적립 가맹점이 아닙니다.")
     payment = ctx.state.payments.find_charged(p.text("paymentId"))
     if payment.state is PaymentState.FULLY_CANCELLED:
         return fail(Code.FAIL, "전체 취소된 결제는 거래완료할 수 없습니다.")
-    if payment.trade_confirm_ymdt is None:
-        payment.trade_confirm_ymdt = ymdt(ctx.now())
+    if payment.trade_confirm_ymdt is not None:
+        return fail(Code.ALREADY_COMPLETE, "이미 거래완료된 결제입니다.")
+    payment.trade_confirm_ymdt = ymdt(ctx.now())
+    payment.confirm_requests += 1
+    if config.point_basis == "trade_confirm":
+        payment.point_saved = True  # points accrue with the trade's confirmation
     return ok({"paymentId": payment.payment_id, "confirmTime": payment.trade_confirm_ymdt})
 
 
 async def naverpoint_save(ctx: Ctx) -> Answer:
-    """``v1/naverpoint-save`` -> paymentId (InvalidMerchantType when switched off)."""
-    if not ctx.state.config.naverpoint_save:
+    """``v1/naverpoint-save`` -> paymentId: once per approved payment, for payment-date
+    settlement with manual accrual (else InvalidMerchantType); a second accrual with a new
+    idempotency key is AlreadyComplete."""
+    if not accrual_allowed(ctx.state.config):
         return fail(Code.INVALID_MERCHANT_TYPE)
     payment = ctx.state.payments.find_charged(ctx.params.text("paymentId"))
+    if payment.point_saved:
+        return fail(Code.ALREADY_COMPLETE, "이미 포인트가 적립된 결제입니다.")
     payment.point_saved = True
+    payment.accrual_requests += 1
     return ok({"paymentId": payment.payment_id})
 
 

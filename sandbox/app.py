@@ -76,17 +76,17 @@ def check_credentials(state: SandboxState, headers: Mapping[str, str]) -> Answer
     return None
 
 
-def outage(state: SandboxState) -> Answer | None:
+def outage(state: SandboxState, api: str = "") -> Answer | None:
     """The maintenance switch's answer, or a global fault's, or None to process the call."""
     mode = state.config.maintenance
     if mode != "off":
         return fail(Code.MAINTENANCE_ONGOING, status=503 if mode == "503" else 200)
-    return state.faults.draw()
+    return state.faults.draw(api)
 
 
 async def _serve(spec: ApiSpec, ctx: Ctx) -> Answer:
     # Outages come after the idempotency claim, so storeNonFinal applies to them too.
-    interrupted = outage(ctx.state)
+    interrupted = outage(ctx.state, ctx.api)
     if interrupted is not None:
         return interrupted
     if ctx.state.faults.latency_ms:
@@ -131,7 +131,7 @@ async def _process(
         fields = parse(scope["query_string"], body, headers.get("content-type", ""))
     except ApiError as exc:
         return 400, exc.answer.encode(extra)
-    ctx = Ctx(state, Params(fields), path_arg=path_arg)
+    ctx = Ctx(state, Params(fields), path_arg=path_arg, api=scope["path_params"]["rest"])
     if key is None or not spec.idempotent:
         answer = await _serve(spec, ctx)
         return answer.status, answer.encode(extra)

@@ -19,6 +19,8 @@ CHOICES: Mapping[str, tuple[str, ...]] = {
     "bad_credentials": ("401", "InvalidMerchant"),
     "maintenance": ("off", "503", "MaintenanceOngoing"),
     "duplicate_merchant_pay_id": ("accept", "reject", "existing"),
+    "settlement_basis": ("payment_date", "trade_confirm"),
+    "point_basis": ("auto", "trade_confirm", "manual"),
 }
 
 
@@ -45,6 +47,11 @@ class SandboxConfig:
     cancel_reflect_seconds: float = 0.0
     cancel_deadline_days: float | None = 365.0
     naverpoint_save: bool = True
+    # The merchant's contract (NAVER's guide): purchase confirm is allowed when settlement or
+    # points are based on 거래완료; point accrual when settlement is by payment date with manual
+    # accrual. Anything else answers InvalidMerchantType.
+    settlement_basis: str = "payment_date"
+    point_basis: str = "auto"
     merchant_id: str = "sandbox-merchant"
     merchant_name: str = "네이버페이 샌드박스 상점"
     extra_response_fields: bool = False
@@ -74,7 +81,11 @@ HELP: Mapping[str, str] = {
     "cancel_not_complete_seconds": "delay after which a CancelNotComplete cancel completes",
     "cancel_reflect_seconds": "lag before a successful cancel shows in history",
     "cancel_deadline_days": "days after approval when cancel answers CancelDeadlineExpired",
-    "naverpoint_save": "allow v1/naverpoint-save (else InvalidMerchantType)",
+    "naverpoint_save": "allow v1/naverpoint-save at all (off: always InvalidMerchantType)",
+    "settlement_basis": "the merchant's settlement basis: payment_date (결제일) or trade_confirm "
+    "(거래완료; v1/purchase-confirm needed, once per approved payment)",
+    "point_basis": "the merchant's point accrual basis: auto, trade_confirm (points on "
+    "purchase confirm) or manual (v1/naverpoint-save, with payment_date settlement only)",
     "merchant_id": "merchantId in approval details",
     "merchant_name": "merchantName in approval details",
     "extra_response_fields": "add unknown members to answers (backward-compatibility tests)",
@@ -152,6 +163,8 @@ def _maintenance(value: Any) -> str:
 _CONVERT: Mapping[str, Callable[[Any], Any]] = {
     "chain_ids": _texts,
     "bad_credentials": str,
+    "settlement_basis": str,
+    "point_basis": str,
     "maintenance": _maintenance,
     "reserve_window_seconds": _number(float, 0.0),
     "onetime_window_seconds": _number(float, 0.0),

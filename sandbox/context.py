@@ -55,6 +55,7 @@ class Ctx:
     params: Params
     slot: IdempotencySlot | None = None
     path_arg: str = ""
+    api: str = ""  # the API path after /naverpay/payments/ (faults may target it)
 
     def now(self) -> datetime:
         """The sandbox time (injectable; never the system clock directly)."""

@@ -4,9 +4,11 @@ Never subject to credentials, faults or maintenance. Bad input answers HTTP 400
 ``{"error": ...}``; an unknown id HTTP 404. Endpoints:
 
 - ``GET /_sandbox/health``, ``POST /_sandbox/reset``
-- ``POST /_sandbox/registrations`` (a VALID registration with a ``behaviour`` script)
+- ``POST /_sandbox/registrations`` (a VALID registration with a ``behaviour`` script;
+  ``registYmdt`` backdates it)
 - ``POST /_sandbox/registrations/{reserveId}/authorize`` (the user completed the page)
-- ``POST /_sandbox/registrations/{recurrentId}/expire`` (the user removed it in NAVER Pay)
+- ``POST /_sandbox/registrations/{recurrentId}/expire`` (the customer ended it in NAVER Pay:
+  EXPIRED, requester 1, ``expireReason`` optional)
 - ``POST /_sandbox/registrations/{recurrentId}/behaviour`` (replace the script)
 - ``POST /_sandbox/onetime-payments`` (an authenticated one-time payment awaiting approval)
 - ``GET|POST /_sandbox/faults``, ``GET|POST /_sandbox/config``, ``GET|POST /_sandbox/clock``
@@ -28,7 +30,7 @@ from starlette.routing import Route
 
 from sandbox import config as options
 from sandbox.behaviour import Behaviour
-from sandbox.clock import ymdt
+from sandbox.clock import parse_ymdt, ymdt
 from sandbox.codes import ApiError
 from sandbox.faults import Faults, cancel_script
 from sandbox.inject import inject
@@ -99,6 +101,7 @@ async def create_registration(request: Request, runtime: Runtime) -> dict[str, A
         behaviour=Behaviour.from_json(data.get("behaviour")),
         now=state.clock(),
         recurrent_id=data.get("recurrentId"),
+        registered_at=parse_ymdt(_text(data, "registYmdt", "x")) if "registYmdt" in data else None,
     )
     return {"recurrentId": registration.recurrent_id}
 

@@ -1,6 +1,7 @@
 """Global fault injection (``POST /_sandbox/faults``): latency, random 5xx, random maintenance.
 
-Faults apply to every NAVER API call (never to ``/_sandbox/*``) and draw from a seeded random
+Faults apply to every NAVER API call, or only to the paths listed in ``apis`` (never to
+``/_sandbox/*``), and draw from a seeded random
 generator, so a benchmark or a flaky-network test repeats exactly with the same seed.
 """
 
@@ -19,6 +20,7 @@ _KEYS = {
     "errorStatus": "error_status",
     "maintenanceRate": "maintenance_rate",
     "seed": "seed",
+    "apis": "apis",
 }
 
 
@@ -31,6 +33,7 @@ class Faults:
     error_status: int = 500
     maintenance_rate: float = 0.0
     seed: int | None = None
+    apis: tuple[str, ...] = ()  # only these API paths (e.g. "recurrent/v1/list"); () = every API
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     @classmethod
@@ -45,8 +48,10 @@ class Faults:
         faults.rng = random.Random(faults.seed)
         return faults
 
-    def draw(self) -> Answer | None:
-        """The injected answer for this request, or None to process it normally."""
+    def draw(self, api: str = "") -> Answer | None:
+        """The injected answer for this request to ``api``, or None to process it normally."""
+        if self.apis and api not in self.apis:
+            return None
         if self.error_rate and self.rng.random() < self.error_rate:
             return server_error(self.error_status)
         if self.maintenance_rate and self.rng.random() < self.maintenance_rate:
@@ -55,10 +60,16 @@ class Faults:
 
     def to_json(self) -> dict[str, Any]:
         """The active faults in the control API's names."""
-        return {key: getattr(self, name) for key, name in _KEYS.items()}
+        values = {key: getattr(self, name) for key, name in _KEYS.items()}
+        values["apis"] = list(self.apis)
+        return values
 
 
 def _check(key: str, value: Any) -> Any:
+    if key == "apis":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError("apis must be a list of API paths, e.g. [\"recurrent/v1/list\"]")
+        return tuple(value)
     if key == "seed":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError("seed must be an integer or null")

@@ -53,6 +53,8 @@ def payment_entry(payment: Payment) -> dict[str, Any]:
         "restAmount": payment.rest,
         "tradeConfirmYmdt": payment.trade_confirm_ymdt,
         "pointSaved": payment.point_saved,
+        "confirmRequests": payment.confirm_requests,
+        "accrualRequests": payment.accrual_requests,
         "cancels": [_cancel_entry(cancel) for cancel in payment.cancels],
     }
 

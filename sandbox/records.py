@@ -139,6 +139,8 @@ class Payment:
     cancels: list[Cancel] = field(default_factory=list)
     trade_confirm_ymdt: str | None = None
     point_saved: bool = False
+    confirm_requests: int = 0  # purchase confirms that took effect (tests: never more than 1)
+    accrual_requests: int = 0  # point accruals that took effect (tests: never more than 1)
 
 
 @dataclass(slots=True, eq=False)

@@ -43,14 +43,16 @@ class RegistrationBook:
     def create(
         self, *, merchant_user_id: str, product_code: str, product_name: str,
         behaviour: Behaviour, now: datetime, recurrent_id: str | None = None,
+        registered_at: datetime | None = None,
     ) -> Registration:
-        """A VALID registration made without the browser flow (control API)."""
+        """A VALID registration made without the browser flow (control API); ``registered_at``
+        backdates it (the registration list filters by registration time)."""
         if recurrent_id is not None and recurrent_id in self.by_id:
             raise ValueError(f"recurrentId {recurrent_id} already exists")
         registration = Registration(
             recurrent_id=recurrent_id or self._ids.recurrent_id(now),
             merchant_user_id=merchant_user_id, product_code=product_code,
-            product_name=product_name, regist_ymdt=ymdt(now), behaviour=behaviour,
+            product_name=product_name, regist_ymdt=ymdt(registered_at or now), behaviour=behaviour,
         )
         self.by_id[registration.recurrent_id] = registration
         return registration

@@ -27,6 +27,16 @@ class SandboxControl:
                    "behaviour": behaviour or {}}
         return str(self._post("/_sandbox/registrations", payload)["recurrentId"])
 
+    def register_at(self, registered: str, *, user: str = "user-42", product: str = "PLAN-M") -> str:
+        """A VALID registration made at ``registered`` (``YYYYMMDDHHMMSS`` KST)."""
+        payload = {"merchantUserId": user, "productCode": product, "productName": "월간 구독",
+                   "behaviour": {}, "registYmdt": registered}
+        return str(self._post("/_sandbox/registrations", payload)["recurrentId"])
+
+    def end_registration(self, recurrent_id: str, reason: str = "고객이 네이버페이에서 해지") -> None:
+        """The customer ends the registration inside NAVER Pay (EXPIRED, requester 1)."""
+        self._post(f"/_sandbox/registrations/{recurrent_id}/expire", {"expireReason": reason})
+
     def authorize(self, reserve_id: str) -> str:
         """Stand in for the customer on NAVER's registration page; returns tempReceiptId."""
         return str(self._post(f"/_sandbox/registrations/{reserve_id}/authorize")["tempReceiptId"])
@@ -43,7 +53,7 @@ class SandboxControl:
         self._post("/_sandbox/config", options)
 
     def faults(self, **faults: Any) -> None:
-        """Inject transport faults."""
+        """Inject transport faults (``apis=[...]`` limits them to those API paths)."""
         self._post("/_sandbox/faults", faults)
 
     def ledger(self, recurrent_id: str | None = None) -> dict[str, Any]:

@@ -206,6 +206,9 @@ class MerchantRow:
     webhook_url: str | None
     notify_email: int
     notify_on: str
+    settlement_basis: str  # issue 9: which follow-up calls a success owes (worker/followups.py)
+    point_basis: str
+    followup_delay: str
 
 
 @dataclass(slots=True)

@@ -6,6 +6,8 @@ charge's state machine one compare-and-set transition at a time until it reaches
 state or must wait::
 
     pending|retry_wait --(older cycle open, not held/surfaced? wait)--(attempt n)--> reserving
+    retry_wait --(one registration read first: NAVER lists it EXPIRED)--> canceled, subscription
+          revoked (a failed read: the retry goes ahead; a merchant-side fault: held)
     reserving --reserve(key n)--> reserved --CAS--> approving --approve(key n)--> succeeded
                                                                               | amount_mismatch
         customer decline (NAVER's answer about the means) --> policy: retry_wait | failed
@@ -82,7 +84,7 @@ from models import NotificationStatus as NS
 from models import RevokeReason as RR
 from models import SubscriptionStatus as SS
 from scheduler.policy import PolicyError, RetryPolicy
-from worker import logs, notify
+from worker import followups, logs, notify
 from worker.charge_store import (
     ChargeRow,
     LeaseLost,
@@ -112,6 +114,7 @@ from worker.naverpay.errors import (
 )
 from worker.naverpay.results import PaymentDetail
 from worker.recording import attempt_values
+from worker.registration_sync import end_subscription, registration_state
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -191,6 +194,11 @@ class ChargeEngine:
     def retry_unsettled(self) -> Retrying:
         """Short retries of a call that moves no money (a reservation): same key each try."""
         return self._retrying((TransientError, UnknownOutcomeError))
+
+    @functools.cached_property
+    def retry_once(self) -> Retrying:
+        """No retry: one read whose failure the caller tolerates (the pre-retry check)."""
+        return Retrying(stop=stop_after_attempt(1), sleep=self.sleep, reraise=True)
 
     @functools.cached_property
     def retry_transient(self) -> Retrying:
@@ -531,8 +539,41 @@ def _begin_attempt(run: _Run) -> None:
         if charge.status == CS.RETRY_WAIT:
             wait_for_older(run.tx(), charge.id, run.owner, now + engine.order_delay)
         raise _Stop(resume_at=now + engine.order_delay)
+    if charge.status == CS.RETRY_WAIT and _registration_ended(run):
+        return
     run.transition((CS.PENDING, CS.RETRY_WAIT), CS.RESERVING, attempt_count=charge.attempt_count + 1,
                    next_attempt_at=None, payment_id=None, held_from=None, backoff_count=0, key_round=0)
+
+
+def _registration_ended(run: _Run) -> bool:
+    """Before a declined charge is retried: one read of its registration at NAVER (issue 9).
+    Ended (the customer removed it in NAVER Pay): the charge is canceled and the subscription
+    revoked, instead of a retry. A merchant-side fault holds the charge like any other; any
+    other failure of the read is logged and the retry goes ahead. Whether it was handled."""
+    charge = run.charge
+    try:
+        page = _call(run, "registration", None, lambda: _client(run).list_registrations(
+            recurrent_id=charge.recurrent_id), run.engine.retry_once)
+    except MerchantSideError as exc:
+        _hold(run, exc, CS.RETRY_WAIT, (CS.RETRY_WAIT,))
+        return True
+    except NaverPayError as exc:
+        log.warning("charge %s: registration check failed (%s); retrying all the same", charge.id, exc)
+        return False
+    check = registration_state(page, charge.recurrent_id)
+    if not check.ended:
+        return False
+    now = run.engine.clock()
+    with _orm(run) as s:
+        if not run.cas(s, (CS.RETRY_WAIT,), CS.CANCELED, next_attempt_at=None, lease_until=None,
+                       reason="the registration was ended in NAVER Pay; no retry"):
+            return True
+        sub = s.get(Subscription, charge.subscription_id)
+        assert sub is not None
+        end_subscription(s, sub, now, check.expired_at, run.out.notification_ids)
+    log.warning("charge %s canceled: its registration was ended in NAVER Pay", charge.id,
+                extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
+    return True
 
 
 def _reserve(run: _Run) -> None:
@@ -750,6 +791,9 @@ def _succeed(run: _Run, detail: PaymentDetail | None, sources: Iterable[CS]) -> 
                   charge.amount, extra={"charge_id": charge.id, "recurrent_id": charge.recurrent_id})
     if moved and _wanted(run.merchant, event):  # in the transaction of the transition
         out.notification_ids += queue_notifications(run.tx(), event, charge, now)
+    if moved and ok:  # purchase confirm / point accrual, when the merchant's contract needs them
+        m = run.merchant
+        followups.queue(run.tx(), charge.id, m.settlement_basis, m.point_basis, m.followup_delay, now)
 
 
 def queue_notifications(conn: Connection, event: str, charge: ChargeRow, now: datetime) -> list[int]:

@@ -66,8 +66,11 @@ REFUND_STUCK = "refund.stuck"  # a refund stayed unsettled past its bound
 # A reconciliation run left differences with NAVER's history for a human (merchant-level: the
 # row has no subscription; its payload's merchant_id names the merchant).
 RECONCILIATION_MISMATCH = "reconciliation.mismatch"
+# Issue 9: a purchase confirm / point accrual NAVER refused (held: our setting; failed: gave up).
+FOLLOWUP_HELD = "charge.followup_held"
+FOLLOWUP_FAILED = "charge.followup_failed"
 ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED, REFUND_HELD, REFUND_STUCK,
-                    RECONCILIATION_MISMATCH})
+                    RECONCILIATION_MISMATCH, FOLLOWUP_HELD, FOLLOWUP_FAILED})
 # notify_on names (merchant column) for the optional events; final failure is always sent.
 OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
 KST = ZoneInfo("Asia/Seoul")

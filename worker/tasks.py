@@ -7,6 +7,7 @@ manual retry): no secret or personal data ever reaches the broker, Flower or log
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from datetime import datetime
@@ -168,3 +169,40 @@ def reconcile(day: str | None = None) -> dict[str, int]:
         log.info("reconciliation of %s (merchant %s): %s repaired, %s left", target, report.merchant_id,
                  len(report.repaired), len(report.remaining))
     return {f"run {r.run_id}": len(r.remaining) for r in reports}
+# --- issue 9: registration sync, purchase confirm / point accrual (their own beat entries) ----
+
+@app.task(name="worker.sync_registrations", ignore_result=True)
+def sync_registrations_task() -> dict[str, int]:
+    """A paced pass over NAVER's registration list: subscriptions whose registration the
+    customer ended in NAVER Pay are revoked. Separate from the walk: it never stops billing."""
+    from worker.registration_sync import SyncConfig, sync_registrations
+
+    rt = runtime()
+    raw = os.environ.get("BILLING_REGISTRATION_SYNC_PAGES", "5")
+    try:
+        pages = int(raw)
+    except ValueError:
+        log.error("BILLING_REGISTRATION_SYNC_PAGES=%r is not a whole number; using 5", raw)
+        pages = 5
+    report = sync_registrations(rt.sessions, rt.client_for, utcnow(), SyncConfig(max_pages=max(1, pages)))
+    for notification_id in report.notification_ids:
+        deliver_notification.delay(notification_id)
+    ended = sum(len(m.ended) for m in report.merchants)
+    errors = [m for m in report.merchants if m.error]
+    for m in errors:
+        log.warning("registration sync of merchant %s: %s", m.merchant_id, m.error)
+    if ended:
+        log.info("registration sync: %d subscription(s) revoked (ended in NAVER Pay)", ended)
+    return {"merchants": len(report.merchants), "ended": ended, "errors": len(errors)}
+
+
+@app.task(name="worker.followups", ignore_result=True)
+def followups_task() -> dict[str, int]:
+    """Purchase confirms and point accruals that have come due (worker/followups.py)."""
+    from worker.followups import run_followups
+
+    rt = runtime()
+    report = run_followups(rt.sessions, rt.client_for, utcnow(), clock=utcnow)
+    for notification_id in report.notification_ids:
+        deliver_notification.delay(notification_id)
+    return {name: len(ids) for name, ids in report.to_json().items()}

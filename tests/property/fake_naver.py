@@ -9,7 +9,8 @@ NAVER does:
 * the ``X-NaverPay-Idempotency-Key`` store: the first final answer of a key is replayed with
   HTTP 409; non-final answers (5xx, ``MaintenanceOngoing``, ``AlreadyOnGoing``) release the
   key; a key whose request is still being processed is answered ``AlreadyOnGoing``;
-* registrations expired through ``recurrent/expire/v1/request``.
+* registrations expired through ``recurrent/expire/v1/request`` (``recurrent/v1/list`` by
+  recurrentId answers their state truthfully, unscripted).
 
 What it answers is scripted per API (``reserve``, ``approve``, ``history``, ``expire``): each
 request pops the next token of its API's script; an empty script (or ``healed``) answers
@@ -165,7 +166,8 @@ class FakeNaver:
         api = request.url.path.split("/naverpay/payments/", 1)[1]
         fields = self._fields(request)
         kind = {"recurrent/pay/v3/reserve": "reserve", "recurrent/pay/v3/approval": "approve",
-                "v2.2/list/history": "history", "recurrent/expire/v1/request": "expire"}[api]
+                "v2.2/list/history": "history", "recurrent/expire/v1/request": "expire",
+                "recurrent/v1/list": "list"}[api]
         self.last_kind = kind
         token = self._next(kind)
         if token == "crash_before":
@@ -182,7 +184,7 @@ class FakeNaver:
             return self._answer(200, {"code": "MaintenanceOngoing", "message": "점검 중"})
         key = request.headers.get("x-naverpay-idempotency-key")
         scope = (CLIENT_ID, key) if key else None
-        if scope is not None and kind != "history":
+        if scope is not None and kind not in ("history", "list"):
             if scope in self.idempotency:
                 stored = self.idempotency[scope]
                 if stored is None:
@@ -193,7 +195,7 @@ class FakeNaver:
                                       headers={"content-type": "application/json"})
             self.idempotency[scope] = None  # claimed while this request runs
         handler = {"reserve": self._reserve, "approve": self._approve, "history": self._history,
-                   "expire": self._expire}[kind]
+                   "expire": self._expire, "list": self._list}[kind]
         try:
             status, doc, after = handler(fields, token, scope)
         except BaseException:
@@ -201,7 +203,7 @@ class FakeNaver:
             raise
         body = json.dumps(doc, ensure_ascii=False).encode()
         final = status < 500 and doc.get("code") not in ("MaintenanceOngoing", "AlreadyOnGoing")
-        if scope is not None and kind != "history":
+        if scope is not None and kind not in ("history", "list"):
             if after in LATE_TOKENS:
                 pass  # the claim stays open until the approval lands
             elif final and after != "5xx_after":  # NAVER's gateway failed: the key is released
@@ -300,6 +302,16 @@ class FakeNaver:
         rid = str(f["recurrentId"])
         self.expired.setdefault(rid, self.clock())
         return 200, self._ok({"recurrentId": rid}), ""
+
+    def _list(self, f: dict[str, Any], _token: str, _scope: Any) -> tuple[int, dict[str, Any], str]:
+        """``recurrent/v1/list`` by recurrentId (the charge engine's read before a retry),
+        always truthful: VALID, or EXPIRED once expired through the expire API."""
+        rid = str(f.get("recurrentId", ""))
+        expired = self.expired.get(rid)
+        row = {"recurrentId": rid, "recurrentState": "EXPIRED" if expired else "VALID",
+               "expireYmdt": format_ymdt(expired) if expired else ""}
+        return 200, self._ok({"list": [row], "totalCount": 1, "responseCount": 1,
+                              "totalPageCount": 1, "currentPageNumber": 1}), ""
 
     # -- NAVER's books ----------------------------------------------------------------------
 

@@ -120,10 +120,12 @@ def test_history_window_paging_type_and_31_days(naver: Naver, clock):
 
 def test_purchase_confirm_points_and_cash_receipts(naver: Naver):
     payment_id = naver.charged(1100)
+    naver.control("config", {"settlementBasis": "trade_confirm"})  # confirm is in the contract
     confirm = naver.call("v1/purchase-confirm", {"paymentId": payment_id, "requester": "2"})
     assert confirm.json()["body"]["confirmTime"] == "20261128090000"
     row = naver.history(payment_id).json()["body"]["list"][0]
     assert row["settleInfo"]["settleCreated"] is True
+    naver.control("config", {"settlementBasis": "payment_date", "pointBasis": "manual"})
     assert naver.call("v1/naverpoint-save", {"paymentId": payment_id}).json()["body"] == {
         "paymentId": payment_id}
     card = naver.call("v1/receipt/cash-amount", {"paymentId": payment_id}).json()["body"]

@@ -96,7 +96,7 @@ def test_faults_error_rate_spares_the_control_api(naver: Naver):
     assert reply.status_code == 503
     assert naver.http.get("/_sandbox/health").status_code == 200
     assert naver.control("faults", {}) == {"latencyMs": 0, "errorRate": 0.0, "errorStatus": 500,
-                                           "maintenanceRate": 0.0, "seed": None}
+                                           "maintenanceRate": 0.0, "seed": None, "apis": []}
     assert naver.call("recurrent/v1/list", json={"recurrentId": "x"}).status_code == 200
 
 

@@ -5,7 +5,8 @@ Command tree (each module of ``worker/cli/`` holds one group)::
     npay-billing [--database-url URL]
       db upgrade | current                               (db)
       subscriptions add | list | show | pause | resume | cancel   (subscriptions, lifecycle)
-      charges list | show                                (charges)
+      charges list | show | cash-amount                  (charges)
+      registrations sync [--since DATE]                  (registrations)
       retry TARGET [--reopen] [--wait]                   (retry)
       refund CHARGE_ID [--amount N] [--tax-free N] [--reason T] [--wait]   (refund)
       status | watch                                     (status)
@@ -29,6 +30,7 @@ from worker.cli.demo import demo
 from worker.cli.metrics import metrics
 from worker.cli.reconcile import reconcile
 from worker.cli.refund import refund
+from worker.cli.registrations import registrations
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
@@ -85,3 +87,4 @@ main.add_command(sandbox)
 main.add_command(metrics)
 main.add_command(refund)
 main.add_command(reconcile)
+main.add_command(registrations)

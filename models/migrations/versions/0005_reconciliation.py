@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_reconciliation"
-down_revision = "0003_refunds"
+down_revision = "0004_registration_sync_confirm"
 branch_labels = None
 depends_on = None
 

@@ -183,8 +183,10 @@ def test_purchase_confirm_points_and_cash_amount(client: NaverPayClient,
                                                  control: SandboxControl) -> None:
     payment_id = charged(client, control, amount=11000)
 
+    control.configure(settlementBasis="trade_confirm")
     confirmation = client.purchase_confirm(payment_id=payment_id,
                                            idempotency_key=new_key("confirm"))
+    control.configure(settlementBasis="payment_date", pointBasis="manual")
     points = client.save_naverpoint(payment_id=payment_id, idempotency_key=new_key("point"))
     cash = client.cash_amount(payment_id=payment_id)
 
