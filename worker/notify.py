@@ -57,7 +57,8 @@ CHARGE_HELD = "charge.held"  # a merchant-side fault holds the charge (credentia
 CHARGE_STUCK = "charge.stuck"  # a charge's outcome stayed unsettled past its bound
 EXPIRE_HELD = "subscription.expire_held"  # expiring a registration hit a merchant-side fault
 EXPIRE_FAILED = "subscription.expire_failed"  # NAVER would not expire it; a human must check
-ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED})
+CONSENT_HELD = "charge.consent_held"  # amount above what the customer agreed to (consent rule)
+ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED, CONSENT_HELD})
 # notify_on names (merchant column) for the optional events; final failure is always sent.
 OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
 KST = ZoneInfo("Asia/Seoul")

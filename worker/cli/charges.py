@@ -9,7 +9,8 @@ from worker.cli.support import current_env, find_charge, find_subscription, json
 from worker.cli.views import attempt_dict, attempts_table, charge_dict, charge_fields, charges_table
 
 CHARGE_STATUSES = ("pending", "reserving", "reserved", "approving", "unknown", "retry_wait",
-                   "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held")
+                   "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held",
+                   "consent_held")
 
 
 @click.group()

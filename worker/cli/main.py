@@ -10,6 +10,7 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       status | watch                                     (status)
       sandbox                                            (sandbox)
       metrics                                            (metrics)
+      consent add | list | record | cancel | link        (consent)
       demo                                               (demo)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import click
 
 from worker.cli.charges import charges
+from worker.cli.consent import consent
 from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
@@ -78,3 +80,4 @@ main.add_command(watch)
 main.add_command(demo)
 main.add_command(sandbox)
 main.add_command(metrics)
+main.add_command(consent)
