@@ -76,13 +76,16 @@ def _as_change(row: PriceChange) -> Change:
 
 def verdict_for(sub: Subscription, changes: Sequence[PriceChange], cycle_at: datetime) -> Verdict:
     """The gate's answer for ``sub``'s cycle at ``cycle_at`` (changes nothing)."""
-    agreed = sub.agreed_amount if sub.agreed_amount is not None else initial_agreed(sub.amount, sub.trial_ends_at)
+    agreed = sub.agreed_amount
+    if agreed is None:
+        agreed = initial_agreed(sub.amount, sub.trial_ends_at)
     return gate(amount=sub.amount, agreed=agreed, cycle_at=cycle_at,
                 changes=[_as_change(c) for c in changes if c.status in OPEN_STATUSES],
                 trial_ends_at=sub.trial_ends_at, missing=sub.merchant.consent_missing)
 
 
-def _apply_verdict(sub: Subscription, changes: Sequence[PriceChange], verdict: Verdict, now: datetime) -> None:
+def _apply_verdict(sub: Subscription, changes: Sequence[PriceChange], verdict: Verdict,
+                   now: datetime) -> None:
     """Write what the gate applied: the subscription's amounts and the changes' states."""
     by_id = {c.id: c for c in changes}
     for change_id in verdict.applied:
@@ -162,7 +165,8 @@ def review_held(session: Session, now: datetime, lease: timedelta, limit: int) -
             continue
         _apply_verdict(sub, changes[sub.id], verdict, now)
         sub.updated_at = now
-        charge.status, charge.amount, charge.agreed_amount = ChargeStatus.PENDING, verdict.amount, verdict.agreed
+        charge.status, charge.amount = ChargeStatus.PENDING, verdict.amount
+        charge.agreed_amount = verdict.agreed
         charge.tax_free_amount = min(charge.tax_free_amount, verdict.amount)
         charge.reason, charge.last_code, charge.surfaced_at = None, None, None
         charge.next_attempt_at, charge.lease_until, charge.updated_at = None, now + lease, now

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 PRICE_CHANGE_NOTICE = "price_change.notice"
 UPCOMING = "charge.upcoming"
 LINK_TTL = timedelta(days=60)
+NO_LINK = " 동의는 판매자에게 연락해 주세요."  # the notice's words when it carries no link
 
 
 class ConsentError(Exception):
@@ -104,7 +105,8 @@ def consent_url(config: ConsentConfig, change_id: int, now: datetime) -> str | N
     """The link the notice carries (None when no secret is configured)."""
     if not config.secret:
         return None
-    return f"{config.public_url.rstrip('/')}/consent/{make_token(config.secret, change_id, now + config.link_ttl)}"
+    token = make_token(config.secret, change_id, now + config.link_ttl)
+    return f"{config.public_url.rstrip('/')}/consent/{token}"
 
 
 # --- recording consent -----------------------------------------------------------------------
@@ -133,7 +135,8 @@ def record_consent(session: Session, change_id: int, now: datetime, via: str) ->
     return change
 
 
-def record_consent_to_amount(session: Session, sub_id: int, amount: int, now: datetime, via: str) -> PriceChange:
+def record_consent_to_amount(session: Session, sub_id: int, amount: int, now: datetime,
+                             via: str) -> PriceChange:
     """Consent given by other means to a subscription's amount (e.g. after ``UPDATE
     subscriptions SET amount``): a consented change, effective from its oldest held cycle
     (so that cycle is billed) or now."""
@@ -158,7 +161,8 @@ def _kst(moment: datetime) -> str:
     return moment.astimezone(notify.KST).strftime("%Y-%m-%d")
 
 
-def notice_text(change: PriceChange, sub: Subscription, merchant: Merchant, old: int, link: str | None) -> str:
+def notice_text(change: PriceChange, sub: Subscription, merchant: Merchant, old: int,
+                link: str | None) -> str:
     """The Korean notice: what changes, from when, what happens without consent, how to cancel."""
     product, new, when = sub.product_name, f"{change.new_amount:,}원", _kst(change.effective_at)
     if change.kind == PriceChangeKind.TRIAL:
@@ -171,7 +175,7 @@ def notice_text(change: PriceChange, sub: Subscription, merchant: Merchant, old:
         without = f"동의하지 않으시면 기존 금액({old:,}원)으로 계속 결제됩니다."
     if merchant.consent_missing == ConsentMissing.PAUSE:
         without = "동의하지 않으시면 해당 일자부터 구독이 일시 중지되며 결제되지 않습니다."
-    agree = f" 동의하기: {link}" if link else " 동의는 판매자에게 연락해 주세요."
+    agree = f" 동의하기: {link}" if link else NO_LINK
     cancel = (" 해지를 원하시면 언제든지 판매자 고객센터 또는 네이버페이에서 정기결제를 해지하실 수 있으며, "
               "변경일 전에 해지하시면 변경된 금액은 청구되지 않습니다.")
     return head + " " + without + agree + cancel
@@ -238,17 +242,19 @@ def queue_price_notices(session: Session, now: datetime, config: ConsentConfig, 
         change.old_amount = old
         merchant = sub.merchant
         link = consent_url(config, change.id, now)
-        payload = {"event": PRICE_CHANGE_NOTICE, "occurred_at": now.isoformat(), "merchant_id": sub.merchant_id,
-                   "subscription": _sub_json(sub),
+        payload = {"event": PRICE_CHANGE_NOTICE, "occurred_at": now.isoformat(),
+                   "merchant_id": sub.merchant_id, "subscription": _sub_json(sub),
                    "price_change": {"id": change.id, "kind": change.kind, "old_amount": old,
-                                    "new_amount": change.new_amount, "effective_at": change.effective_at.isoformat(),
+                                    "new_amount": change.new_amount,
+                                    "effective_at": change.effective_at.isoformat(),
                                     "consent_missing": merchant.consent_missing},
                    "consent_url": link, "message": notice_text(change, sub, merchant, old, link)}
         channels = _channels(merchant, sub) or ["none"]
         if channels == ["none"]:
             log.warning("price change %s: merchant %s has no channel for the notice; record the "
                         "customer's consent with `npay-billing consent record`", change.id, merchant.id)
-        ids += _outbox(session, PRICE_CHANGE_NOTICE, f"{PRICE_CHANGE_NOTICE}:{change.id}", sub, payload, now, channels)
+        ids += _outbox(session, PRICE_CHANGE_NOTICE, f"{PRICE_CHANGE_NOTICE}:{change.id}", sub, payload,
+                       now, channels)
     return ids
 
 

@@ -26,9 +26,10 @@ from starlette.routing import Route
 
 from models import PriceChange, Subscription, utcnow
 from models import PriceChangeStatus as PCS
-from worker.consent import ConsentConfig, ConsentError, notice_text, read_token, record_consent
+from worker.consent import NO_LINK, ConsentConfig, ConsentError, notice_text, read_token, record_consent
 
 log = logging.getLogger(__name__)
+WITHDRAWN = "판매자가 이 금액 변경을 취소했습니다. 동의가 필요하지 않습니다."
 
 PAGE = """<!doctype html>
 <html lang="ko"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -60,9 +61,9 @@ def consent_routes(sessions: sessionmaker[Session], config: ConsentConfig,
             if change is None or sub is None:
                 return _page("동의 링크 오류", "<p>해당 변경 내역을 찾을 수 없습니다.</p>", 404)
             if change.status == PCS.CANCELED:
-                return _page("변경 취소됨", "<p>판매자가 이 금액 변경을 취소했습니다. 동의가 필요하지 않습니다.</p>")
+                return _page("변경 취소됨", f"<p>{WITHDRAWN}</p>")
             old = change.old_amount if change.old_amount is not None else (sub.agreed_amount or 0)
-            text = notice_text(change, sub, sub.merchant, old, None).replace(" 동의는 판매자에게 연락해 주세요.", "")
+            text = notice_text(change, sub, sub.merchant, old, None).replace(NO_LINK, "")
         if change.consented_at is not None:
             return _page("동의 완료", f"<p>{html.escape(text)}</p><p>이미 동의하셨습니다.</p>")
         # No action: the form posts to this very URL, wherever the app mounts these routes.
@@ -90,6 +91,6 @@ def _refused(exc: ConsentError, status: int | None = None) -> HTMLResponse:
         status = 410 if "expired" in message else 404 if "no price change" in message else 400
     korean = {410: "동의 링크가 만료되었습니다. 판매자에게 새 링크를 요청해 주세요.",
               404: "해당 변경 내역을 찾을 수 없습니다.",
-              409: "판매자가 이 금액 변경을 취소했습니다. 동의가 필요하지 않습니다."}.get(
+              409: WITHDRAWN}.get(
         status, "유효하지 않은 동의 링크입니다.")
     return _page("동의 링크 오류", f"<p>{html.escape(korean)}</p><p>{html.escape(message)}</p>", status)

@@ -30,7 +30,8 @@ def naive(moment):
 def add(db, rid="RE-1", amount=9900, **extra):
     cols = {"recurrent_id": rid, "merchant_user_id": "u1", "product_code": "P", "product_name": "월간 구독",
             "amount": amount, "cron": EVERY_5S, "customer_email": "kim@example.com", **extra}
-    db.sql(f"INSERT INTO subscriptions ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", **cols)
+    names, values = ", ".join(cols), ", ".join(":" + c for c in cols)
+    db.sql(f"INSERT INTO subscriptions ({names}) VALUES ({values})", **cols)
     return db.sql("SELECT id FROM subscriptions WHERE recurrent_id = :r", r=rid)[0][0]
 
 
@@ -120,7 +121,8 @@ def test_a_raise_with_consent_is_billed_from_its_effective_cycle(db):
 
 def _charge_rows(db, sub):
     with db.sessions() as s:
-        return list(s.scalars(sa.select(Charge).where(Charge.subscription_id == sub).order_by(Charge.cycle_at)))
+        query = sa.select(Charge).where(Charge.subscription_id == sub).order_by(Charge.cycle_at)
+        return list(s.scalars(query))
 
 
 @pytest.mark.parametrize("missing", ["keep_old", "pause"])
