@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models import Charge
-from tests.property.conftest import COVERAGE
 from scheduler.walk import WalkConfig, walk
+from tests.property.conftest import COVERAGE
 from tests.property.world import database
 from worker.consent import ConsentError, record_consent, record_consent_to_amount
 
@@ -57,8 +57,10 @@ class Example:
     def __init__(self, missing: str, amount: int, trial: int | None) -> None:
         self.engine, self.sessions = database().fresh()
         self.now = T0
-        self.config = WalkConfig(lease=timedelta(seconds=60), batch_size=50, missed_grace=timedelta(minutes=30))
-        self.sql("UPDATE merchants SET min_cycle_interval = '1s', consent_missing = :m WHERE id = 1", m=missing)
+        self.config = WalkConfig(lease=timedelta(seconds=60), batch_size=50,
+                                 missed_grace=timedelta(minutes=30))
+        self.sql("UPDATE merchants SET min_cycle_interval = '1s', consent_missing = :m WHERE id = 1",
+                 m=missing)
         trial_ends_at = T0 + timedelta(seconds=trial) if trial is not None else None
         self.sql("INSERT INTO subscriptions (recurrent_id, merchant_user_id, product_code, product_name, "
                  "amount, cron, trial_ends_at, created_at, updated_at) VALUES ('RE-P', 'u', 'P', '구독', :a, "
@@ -75,7 +77,8 @@ class Example:
             return list(result) if result.returns_rows else []
 
     def consent(self, change_id: int) -> None:
-        row = self.sql("SELECT new_amount, effective_at, status FROM price_changes WHERE id = :i", i=change_id)[0]
+        row = self.sql("SELECT new_amount, effective_at, status FROM price_changes WHERE id = :i",
+                       i=change_id)[0]
         try:
             with self.sessions.begin() as s:
                 record_consent(s, change_id, self.now, "property")
@@ -100,11 +103,12 @@ class Example:
             assert report.failed_steps == [], report.failed_steps
             self.trial_change()
         elif name == "sql_amount":
-            self.sql("UPDATE subscriptions SET amount = :a, tax_free_amount = 0 WHERE id = :i", a=args[0], i=self.sub)
+            self.sql("UPDATE subscriptions SET amount = :a, tax_free_amount = 0 WHERE id = :i",
+                     a=args[0], i=self.sub)
         elif name == "change":
             effective = self.now + timedelta(seconds=args[1])
-            self.sql("INSERT INTO price_changes (subscription_id, new_amount, effective_at) VALUES (:s, :a, :e)",
-                     s=self.sub, a=args[0], e=effective.replace(tzinfo=None))
+            self.sql("INSERT INTO price_changes (subscription_id, new_amount, effective_at) "
+                     "VALUES (:s, :a, :e)", s=self.sub, a=args[0], e=effective.replace(tzinfo=None))
             self.changes.append(self.sql("SELECT max(id) FROM price_changes")[0][0])
             if args[2]:
                 self.consent(self.changes[-1])
@@ -142,7 +146,8 @@ class Example:
         with self.sessions() as s:
             charges = list(s.scalars(sa.select(Charge).order_by(Charge.cycle_at)))
         for c in charges:
-            where = f"charge {c.id} (cycle {c.cycle_at:%H:%M:%S}, {c.status}, {c.amount} won)\n" + "\n".join(self.trace)
+            where = (f"charge {c.id} (cycle {c.cycle_at:%H:%M:%S}, {c.status}, {c.amount} won)\n"
+                     + "\n".join(self.trace))
             if c.status == "pending":
                 assert c.amount <= self.oracle.bound(c.cycle_at), f"billable above the agreed amount: {where}"
                 assert c.agreed_amount is not None and c.amount <= c.agreed_amount, where
