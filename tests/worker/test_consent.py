@@ -263,6 +263,9 @@ def test_cli_records_consent_to_an_amount_raised_with_sql(db):
     db.sql("UPDATE subscriptions SET amount = 15000 WHERE id = :i", i=sub)
     walk(db.sessions, T0 + timedelta(seconds=10))
     assert "charges held for consent" in cli(db.url, "subscriptions", "show", str(sub)).output
+    assert "1 charge(s) held for the customer's consent" in cli(db.url, "status").output
+    status = cli_json(db.url, "status")
+    assert status["consent_held"] == 1 and status["charges"]["consent_held"] == 1
     retry = cli(db.url, "retry", db.sql("SELECT max(id) FROM charges")[0][0].__str__())
     assert retry.exit_code == 1 and "held for the customer's consent" in retry.output
     result = cli_json(db.url, "consent", "record", "--subscription", str(sub), "--amount", "15000",
