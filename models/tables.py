@@ -18,6 +18,9 @@ Charge state machine (every transition is a compare-and-set on ``status``)::
     pending ──(missed-cycle rule)──▶ skipped                   approval is resolved through history first)
     reserving|approving|unknown ──(merchant-side fault: 401, InvalidParameter, a proxy's 4xx)──▶ held
     held ──(next_attempt_at, backoff)──▶ held_from (no attempt consumed, no final action)
+    (walk) ──▶ consent_held ──(amount <= agreed: consent recorded / amount lowered)──▶ pending
+    pending|retry_wait ──(amount above the agreed one: the engine's re-check)──▶ consent_held
+    consent_held ──(a later cycle of the subscription comes due)──▶ skipped
 
 Run ownership: a run holds the charge's ``lease_owner`` (and the subscription's ``lock_owner``);
 every transition of that run is conditional on still owning it, and renews ``lease_until``.
@@ -102,6 +105,27 @@ class FollowupStatus(StrEnum):
     HELD = "held"  # a merchant-side fault (contract setting, credentials): retried, alerted
     DONE = "done"  # NAVER confirmed it (or said it was already done)
     FAILED = "failed"  # NAVER refused it max_attempts times: a human must check
+class ConsentMissing(StrEnum):
+    """What the walk does at a raise's effective cycle when the customer has not consented."""
+
+    KEEP_OLD = "keep_old"  # keep billing the amount the customer agreed to (a trial: nothing)
+    PAUSE = "pause"  # pause the subscription until consent is recorded
+
+
+class PriceChangeStatus(StrEnum):
+    """Lifecycle of a ``price_changes`` row."""
+
+    PENDING = "pending"  # waiting for its effective cycle (and, for a raise, the consent)
+    CONSENTED = "consented"  # the customer agreed; applied at the effective cycle
+    APPLIED = "applied"  # the subscription's amount is the new one
+    CANCELED = "canceled"  # withdrawn by the merchant (SQL or the CLI)
+
+
+class PriceChangeKind(StrEnum):
+    """Where a price change comes from."""
+
+    CHANGE = "change"  # inserted by the merchant
+    TRIAL = "trial"  # a free trial's end (0 -> amount), added by the walk
 
 
 class SubscriptionStatus(StrEnum):
@@ -139,6 +163,10 @@ class ChargeStatus(StrEnum):
     SKIPPED = "skipped"
     CANCELED = "canceled"
     HELD = "held"  # a merchant-side fault (credentials, our request, a proxy): waits, alerts, resumes
+    # The amount is above what the customer agreed to (a raise by SQL without a consented price
+    # change): never billed as it is; alerted; resumes when consent is recorded or the amount
+    # is lowered (see scheduler/consent.py).
+    CONSENT_HELD = "consent_held"
 
 
 FINAL_CHARGE_STATUSES = frozenset(
@@ -189,6 +217,9 @@ class Merchant(Base):
         CheckConstraint(_in("missed_cycles", MissedCycles), name="missed_cycles_known"),
         CheckConstraint(_in("settlement_basis", SettlementBasis), name="settlement_basis_known"),
         CheckConstraint(_in("point_basis", PointBasis), name="point_basis_known"),
+        CheckConstraint(_in("consent_missing", ConsentMissing), name="consent_missing_known"),
+        CheckConstraint("upcoming_notice_days IS NULL OR upcoming_notice_days >= 1",
+                        name="upcoming_notice_days_positive"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -221,6 +252,10 @@ class Merchant(Base):
     settlement_basis: Mapped[str] = mapped_column(String(20), server_default="payment_date")
     point_basis: Mapped[str] = mapped_column(String(20), server_default="auto")
     followup_delay: Mapped[str] = mapped_column(String(20), server_default="0s")  # after approval
+    # Consent rule (scheduler/consent.py): at a raise's effective cycle without consent,
+    # keep billing the old amount or pause; and the upcoming-charge notice (NULL = off).
+    consent_missing: Mapped[str] = mapped_column(String(20), server_default=ConsentMissing.KEEP_OLD.value)
+    upcoming_notice_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
 
@@ -239,6 +274,8 @@ class Subscription(Base):
         # Status changes made with SQL (pause, resume, cancel, fix of an invalid row) are found
         # by the walk as rows whose status differs from the one it last acted on.
         Index("ix_subscriptions_seen", "seen_status", "status"),
+        Index("ix_subscriptions_upcoming", "upcoming_notice_at"),
+        CheckConstraint("agreed_amount IS NULL OR agreed_amount >= 0", name="agreed_amount_range"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -268,6 +305,13 @@ class Subscription(Base):
     revoke_reason: Mapped[str | None] = mapped_column(String(30))
     expire_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     expire_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Consent rule: the amount the customer last agreed to (set by the walk at first sight:
+    # the amount, or 0 during a free trial; raised only by a consented price change, lowered
+    # when a lower amount is billed). NULL = not seen by the walk yet.
+    agreed_amount: Mapped[int | None] = mapped_column(Integer)
+    trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # free until then
+    # When the upcoming-charge notice of the next cycle is due (set with next_charge_at).
+    upcoming_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
@@ -322,10 +366,43 @@ class Charge(Base):
     # progress or done); raised by one conditional UPDATE when a refund is requested, so it
     # never exceeds approved_amount (CHECK below), and lowered when a refund fails.
     refund_total: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The most the customer agreed to for this cycle when the walk created it (the consent
+    # gate's answer); the engine re-checks ``amount`` against it before every attempt.
+    agreed_amount: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
     subscription: Mapped[Subscription] = relationship(lazy="joined")
+
+
+class PriceChange(Base):
+    """A new amount for a subscription from a date on; a raise needs the customer's consent
+    (scheduler/consent.py). Insert with SQL like subscriptions."""
+
+    __tablename__ = "price_changes"
+    __table_args__ = (
+        CheckConstraint("new_amount > 0", name="new_amount_positive"),
+        CheckConstraint(_in("status", PriceChangeStatus), name="status_known"),
+        CheckConstraint(_in("kind", PriceChangeKind), name="kind_known"),
+        Index("ix_price_changes_open", "subscription_id", "status"),
+        Index("ix_price_changes_notice", "status", "notice_sent_at", "effective_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"))
+    new_amount: Mapped[int] = mapped_column(Integer)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())  # first cycle at or after it
+    kind: Mapped[str] = mapped_column(String(20), server_default=PriceChangeKind.CHANGE.value)
+    status: Mapped[str] = mapped_column(String(20), server_default=PriceChangeStatus.PENDING.value)
+    old_amount: Mapped[int | None] = mapped_column(Integer)  # the agreed amount the notice quoted
+    notice_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # notice queued
+    consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    consent_via: Mapped[str | None] = mapped_column(String(100))  # link | cli: <how> ...
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # paused for want of consent
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(Text)  # what the walk decided last, for people
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
 
 
 class ChargeAttempt(Base):

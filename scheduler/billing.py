@@ -7,6 +7,9 @@ stop a batch, a step or the walk (isolation by construction).
     schedule   status 'active', next_charge_at NULL (due)            first cycle after now
     due        status 'active', next_charge_at <= now (due)          charges, next cycle
 
+Every billed cycle passes the consent gate (:mod:`scheduler.consenting`): billed at the amount
+the customer agreed to, skipped, held (``consent_held``) or the subscription paused.
+
 One batch (``batch_size`` rows, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) is one transaction:
 
 1. each row is decided in Python (:func:`scheduler.planning.decide`); a row whose decision
@@ -30,8 +33,9 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, ChargeStatus, Subscription
+from models import Charge, ChargeStatus, PriceChange, Subscription
 from models import SubscriptionStatus as SS
+from scheduler import consenting
 from scheduler.planning import Decision, decide, merchant_pay_id
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ class BatchResult:
     statuses: int = 0  # seen_status recorded for rows that stopped being active
     skipped: int = 0
     conflicts: int = 0  # charge rows not inserted: same cycle or merchant_pay_id exists
+    consent_held: int = 0  # charges created held: amount above what the customer agreed to
     invalid: list[tuple[int, str]] = field(default_factory=list)
     new_charge_ids: list[int] = field(default_factory=list)
 
@@ -144,11 +149,18 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
         for sub in subs:
             _one_in_savepoint(session, sub, now, config, result)
         return result
+    decided = [(sub, _decide(sub, now, config)) for sub in subs]
+    changes = consenting.open_changes(session, [sub.id for sub, d in decided if _gated(sub, d)])
     charge_rows: list[dict[str, Any]] = []
-    for sub in subs:
-        charge_rows += _apply(sub, _decide(sub, now, config), now, config, result)
+    for sub, decision in decided:
+        charge_rows += _apply(session, sub, decision, changes.get(sub.id, []), now, config, result)
     _insert(session, charge_rows, result)
     return result
+
+
+def _gated(sub: Subscription, decision: Decision) -> bool:
+    """Whether the consent gate needs this row's open price changes (one query per batch)."""
+    return sub.agreed_amount is None or any(reason is None for _, reason in decision.cycles)
 
 
 def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,
@@ -156,7 +168,9 @@ def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config
     sub_id, mine = sub.id, BatchResult()
     try:
         with session.begin_nested():
-            _insert(session, _apply(sub, _decide(sub, now, config), now, config, mine), mine)
+            decision = _decide(sub, now, config)
+            changes = consenting.open_changes(session, [sub.id]).get(sub.id, [])
+            _insert(session, _apply(session, sub, decision, changes, now, config, mine), mine)
     except SQLAlchemyError as exc:
         # The savepoint is gone, and with it whatever this row's decision wrote.
         message = f"the database refused this subscription's charges: {_error(exc)}"
@@ -182,9 +196,10 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _apply(sub: Subscription, decision: Decision, now: datetime, config: WalkConfig,
-           result: BatchResult) -> list[dict[str, Any]]:
-    """Write ``decision`` on the row; return the charge rows to insert."""
+def _apply(session: Session, sub: Subscription, decision: Decision, changes: list[PriceChange],
+           now: datetime, config: WalkConfig, result: BatchResult) -> list[dict[str, Any]]:
+    """Write ``decision`` on the row; return the charge rows to insert (each billed cycle
+    through the consent gate, :mod:`scheduler.consenting`)."""
     if decision.problems:
         _mark_invalid(sub, decision.problems, now, result)
         return []
@@ -201,7 +216,18 @@ def _apply(sub: Subscription, decision: Decision, now: datetime, config: WalkCon
         sub.next_charge_at, sub.updated_at, sub.last_error = decision.next_charge_at, now, None
         sub.seen_status = SS.ACTIVE
         sub.scheduled_cron, sub.scheduled_timezone = " ".join(sub.cron.split()), sub.timezone
-    return [_charge_row(sub, cycle_at, reason, now, config) for cycle_at, reason in decision.cycles]
+        sub.upcoming_notice_at = _upcoming_notice_at(sub)
+    consenting.first_sight(session, sub, changes, now)
+    planned = consenting.plan_amounts(sub, decision.cycles, changes, now)
+    return [_charge_row(sub, p, now, config) for p in planned]
+
+
+def _upcoming_notice_at(sub: Subscription) -> datetime | None:
+    """When the upcoming-charge notice of the next cycle is due (merchant setting; NULL off)."""
+    days = sub.merchant.upcoming_notice_days
+    if not days or sub.next_charge_at is None:
+        return None
+    return sub.next_charge_at - timedelta(days=days)
 
 
 def _mark_invalid(sub: Subscription, reasons: Sequence[str], now: datetime,
@@ -214,14 +240,21 @@ def _mark_invalid(sub: Subscription, reasons: Sequence[str], now: datetime,
               extra={"subscription_id": sub.id, "recurrent_id": sub.recurrent_id})
 
 
-def _charge_row(sub: Subscription, cycle_at: datetime, skip_reason: str | None, now: datetime,
+def _charge_row(sub: Subscription, planned: consenting.Planned, now: datetime,
                 config: WalkConfig) -> dict[str, Any]:
-    return {"subscription_id": sub.id, "recurrent_id": sub.recurrent_id, "cycle_at": cycle_at,
-            "merchant_pay_id": merchant_pay_id(sub.id, cycle_at), "amount": sub.amount,
-            "tax_free_amount": sub.tax_free_amount,
-            "status": ChargeStatus.SKIPPED if skip_reason else ChargeStatus.PENDING,
-            "reason": skip_reason, "lease_until": None if skip_reason else now + config.lease,
-            "created_at": now, "updated_at": now}
+    # Every row has the same keys (one multi-row INSERT).
+    row = {"subscription_id": sub.id, "recurrent_id": sub.recurrent_id, "cycle_at": planned.cycle_at,
+           "merchant_pay_id": merchant_pay_id(sub.id, planned.cycle_at), "amount": planned.amount,
+           "tax_free_amount": min(sub.tax_free_amount, planned.amount), "agreed_amount": planned.agreed,
+           "status": planned.status, "reason": planned.reason,
+           "lease_until": now + config.lease if planned.status == ChargeStatus.PENDING else None,
+           "surfaced_at": None, "next_attempt_at": None, "last_code": None,
+           "created_at": now, "updated_at": now}
+    if planned.status == ChargeStatus.CONSENT_HELD:
+        row.update(consenting.held_values(planned, now))
+        log.error("subscription %s: cycle %s held for consent: %s", sub.id, planned.cycle_at,
+                  planned.reason, extra={"subscription_id": sub.id, "recurrent_id": sub.recurrent_id})
+    return row
 
 
 def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
@@ -240,6 +273,8 @@ def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -
         inserted.add((done.subscription_id, done.cycle_at))
         if done.status == ChargeStatus.SKIPPED:
             result.skipped += 1
+        elif done.status == ChargeStatus.CONSENT_HELD:
+            result.consent_held += 1
         else:
             result.new_charge_ids.append(done.id)
     for row in rows:

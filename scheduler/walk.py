@@ -5,7 +5,8 @@ Beat runs one task, ``scheduler.walk``, every ``BILLING_WALK_INTERVAL`` seconds;
 transactions, bounded batches, index-driven queries; PostgreSQL claims rows with
 ``FOR UPDATE SKIP LOCKED``)::
 
-    1. cancel       charges pending/retry_wait/reserved of a non-active subscription -> canceled
+    1. cancel       charges pending/retry_wait/reserved/consent_held of a non-active
+                    subscription -> canceled
     2. statuses     rows that stopped being active: seen_status = status (a resume is noticed)
     3. resume       active rows the walk last saw not active: next cycle after now, so no
                     cycle that fell while paused/invalid is ever billed
@@ -14,6 +15,9 @@ transactions, bounded batches, index-driven queries; PostgreSQL claims rows with
                     rescheduled from now; else one charge row per (subscription, cycle)
                     (insert-or-ignore on every unique column), the missed-cycle rule,
                     next_charge_at advanced with croniter
+    5b. consent     consent_held charges: pending again once the consent gate bills their
+                    cycle (consent recorded, amount lowered); skipped once a later cycle of
+                    the subscription came due (scheduler/consenting.py)
     6. retries      retry_wait charges whose next_attempt_at has come
     7. held         held charges (a merchant-side fault) whose backoff has passed: the engine
                     resumes them where they were held
@@ -47,7 +51,7 @@ from models import INFLIGHT_CHARGE_STATUSES, Charge, ChargeStatus, Notification,
 from models import NotificationStatus as NS
 from models import SubscriptionStatus as SS
 from models.db import rowcount
-from scheduler import billing
+from scheduler import billing, consenting
 from scheduler.billing import BatchResult, WalkConfig
 from scheduler.planning import merchant_pay_id, plan_cycles
 
@@ -56,7 +60,8 @@ __all__ = ["CANCELABLE", "WalkConfig", "WalkReport", "cancel_inactive", "merchan
 
 log = logging.getLogger(__name__)
 
-CANCELABLE = (ChargeStatus.PENDING, ChargeStatus.RETRY_WAIT, ChargeStatus.RESERVED)
+CANCELABLE = (ChargeStatus.PENDING, ChargeStatus.RETRY_WAIT, ChargeStatus.RESERVED,
+              ChargeStatus.CONSENT_HELD)
 
 
 @dataclass
@@ -69,13 +74,15 @@ class WalkReport(BatchResult):
     stuck_charge_ids: list[int] = field(default_factory=list)
     revoking_subscription_ids: list[int] = field(default_factory=list)
     notification_ids: list[int] = field(default_factory=list)
+    consent_resumed_ids: list[int] = field(default_factory=list)  # consent_held -> pending
+    consent_superseded: int = 0  # consent_held charges skipped: a later cycle came due
     failed_steps: list[tuple[str, str]] = field(default_factory=list)  # (step, error)
 
     @property
     def charge_ids(self) -> list[int]:
         """Every charge to enqueue."""
         return [*self.new_charge_ids, *self.retry_charge_ids, *self.held_charge_ids,
-                *self.stuck_charge_ids]
+                *self.stuck_charge_ids, *self.consent_resumed_ids]
 
 
 Step = Callable[[sessionmaker[Session], datetime, WalkConfig, WalkReport], None]
@@ -109,6 +116,14 @@ def _rows_step(rows: billing.Selector) -> Step:
     def step(sessions: sessionmaker[Session], now: datetime, config: WalkConfig, report: WalkReport) -> None:
         report.add(billing.run_step(sessions, rows, now, config))
     return step
+
+
+def _consent(sessions: sessionmaker[Session], now: datetime, config: WalkConfig, report: WalkReport) -> None:
+    # consent_held charges (few; the status index): resumed once the gate bills their cycle
+    # (consent recorded, amount lowered), skipped once a later cycle came due.
+    with sessions.begin() as session:
+        report.consent_resumed_ids, report.consent_superseded = consenting.review_held(
+            session, now, config.lease, config.batch_size)
 
 
 def _retries(sessions: sessionmaker[Session], now: datetime, config: WalkConfig, report: WalkReport) -> None:
@@ -219,6 +234,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("resume", _rows_step(billing.resumed_rows)),
     ("schedule", _rows_step(billing.new_rows)),
     ("due", _rows_step(billing.due_rows)),
+    ("consent", _consent),
     ("retries", _retries),
     ("held", _held),
     ("stuck", _stuck),

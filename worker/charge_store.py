@@ -67,7 +67,8 @@ CHARGES = cast(Table, Charge.__table__)  # Core statements: these run several ti
 SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 MERCHANTS = cast(Table, Merchant.__table__)
 ATTEMPTS = cast(Table, ChargeAttempt.__table__)
-SETTLED = [CS.RETRY_WAIT.value, CS.HELD.value, *(status.value for status in FINAL_CHARGE_STATUSES)]
+SETTLED = [CS.RETRY_WAIT.value, CS.HELD.value, CS.CONSENT_HELD.value,
+           *(status.value for status in FINAL_CHARGE_STATUSES)]
 WAITED_FOR = [status.value for status in NONFINAL_CHARGE_STATUSES if status != CS.HELD]
 UNSETTLED = [status.value for status in UNSETTLED_CHARGE_STATUSES]
 FINAL = [status.value for status in FINAL_CHARGE_STATUSES]
@@ -249,6 +250,7 @@ class ChargeRow:
     key_round: int
     last_code: str | None
     updated_at: datetime
+    agreed_amount: int | None  # the consent gate's answer when the walk created it
     subscription: SubscriptionRow
     # An older cycle of the same registration still open when the row was loaded (see
     # :func:`older_open_charge`); read once, by the step that starts an attempt.

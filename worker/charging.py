@@ -24,6 +24,8 @@ state or must wait::
                                      --> nothing: approve again with the SAME key (a replay,
                                          never a second charge)
     held --(next_attempt_at: backoff)--> held_from (reserving, or unknown: history first)
+    pending|retry_wait --(amount above the consent gate's agreed_amount)--> consent_held
+        (no attempt consumed, merchant alerted; the walk resumes it, scheduler/consenting.py)
     non-active subscription: pending|retry_wait|reserving|reserved|held --> canceled
 
 Money rules kept here:
@@ -530,6 +532,8 @@ def _begin_attempt(run: _Run) -> None:
         return _cancel(run, (CS.PENDING, CS.RETRY_WAIT))
     if charge.status == CS.RETRY_WAIT and charge.next_attempt_at and charge.next_attempt_at > now:
         raise _Stop  # not due yet; the walk brings it back at next_attempt_at
+    if charge.agreed_amount is not None and charge.amount > charge.agreed_amount:
+        return _hold_for_consent(run)
     # Read with the lease when this is the run's first transaction; otherwise now.
     older = charge.older_open if run.older_fresh else older_open_charge(run.tx(), charge)
     if older is not None:
@@ -749,6 +753,34 @@ def _resume(run: _Run) -> None:
     run.transition((CS.HELD,), resume_to, next_attempt_at=None, key_round=charge.key_round + 1)
 
 
+def _hold_for_consent(run: _Run) -> None:
+    """The consent re-check before an attempt: the charge's amount was edited above what the
+    consent gate allowed when the walk created it (``agreed_amount``). Never billed as it is:
+    held, surfaced, the merchant alerted; no attempt consumed (the walk resumes it when the
+    gate bills the cycle again)."""
+    engine, charge = run.engine, run.charge
+    now = engine.clock()
+    reason = (f"amount {charge.amount:,}원 is above the {charge.agreed_amount:,}원 the customer agreed to "
+              "for this cycle: held until consent is recorded or the amount is lowered")
+    with _orm(run) as s:
+        if not run.cas(s, (CS.PENDING, CS.RETRY_WAIT), CS.CONSENT_HELD, next_attempt_at=None,
+                       surfaced_at=now, last_code="ConsentRequired", reason=reason):
+            return
+        sub = s.get(Subscription, charge.subscription_id)
+        assert sub is not None
+        run.out.notification_ids += notify.queue_alert(
+            s, notify.CONSENT_HELD, sub, now, dedupe=str(charge.id), charge=_fresh(s, charge),
+            message=f"charge {charge.id} is held for consent: {reason}",
+            details={"amount": charge.amount, "agreed_amount": charge.agreed_amount})
+
+
+def _consent_wait(run: _Run) -> None:
+    """A ``consent_held`` charge waits for the walk (consent, a lower amount); cancel wins."""
+    if not _active(run):
+        return _cancel(run, (CS.CONSENT_HELD,))
+    raise _Stop
+
+
 def _hold(run: _Run, exc: NaverPayError, resume_to: CS, sources: Iterable[CS]) -> None:
     """A merchant-side fault: our credentials, our request, a proxy, or a code we do not know.
     No attempt is consumed, no final action runs, the customer hears nothing; the merchant is
@@ -890,4 +922,5 @@ STEPS: dict[CS, Callable[[_Run], None]] = {
     CS.APPROVING: _resolve,  # found in "approving" = a run died mid-call: resolve first
     CS.UNKNOWN: _resolve,
     CS.HELD: _resume,
+    CS.CONSENT_HELD: _consent_wait,
 }

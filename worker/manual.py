@@ -9,6 +9,7 @@ Rules (``retry_charge``):
 * ``retry_wait``: the next attempt is moved to now.
 * ``held`` (a merchant-side fault, e.g. credentials just fixed): resumed now, where it was
   held, without consuming an attempt.
+* ``consent_held``: refused; recording the consent or lowering the amount resumes it.
 * ``failed``, ``canceled``, ``skipped``: re-opened (``retry_wait``, due now) only when
   ``reopen=True`` and the subscription is active; a revoked registration cannot be charged.
 A recurrentId stands for its subscription's most recent charge that is not succeeded.
@@ -100,6 +101,10 @@ def retry_action(charge: Charge, reopen: bool = False) -> str:
         return "due_now"
     if status == CS.HELD:
         return "resume_now"
+    if status == CS.CONSENT_HELD:
+        raise RetryRefused(f"charge {charge.id} is held for the customer's consent ({charge.reason}); "
+                           "record the consent (`npay-billing consent record`) or lower the amount: "
+                           "the walk then resumes it")
     if not reopen:
         raise RetryRefused(f"charge {charge.id} is {status}; pass --reopen to try it again")
     sub = charge.subscription

@@ -69,8 +69,9 @@ RECONCILIATION_MISMATCH = "reconciliation.mismatch"
 # Issue 9: a purchase confirm / point accrual NAVER refused (held: our setting; failed: gave up).
 FOLLOWUP_HELD = "charge.followup_held"
 FOLLOWUP_FAILED = "charge.followup_failed"
+CONSENT_HELD = "charge.consent_held"  # amount above what the customer agreed to (consent rule)
 ALERTS = frozenset({CHARGE_HELD, CHARGE_STUCK, EXPIRE_HELD, EXPIRE_FAILED, REFUND_HELD, REFUND_STUCK,
-                    RECONCILIATION_MISMATCH, FOLLOWUP_HELD, FOLLOWUP_FAILED})
+                    RECONCILIATION_MISMATCH, FOLLOWUP_HELD, FOLLOWUP_FAILED, CONSENT_HELD})
 # notify_on names (merchant column) for the optional events; final failure is always sent.
 OPTIONAL = {ATTEMPT_FAILED: "attempt_failed", SUCCEEDED: "succeeded", AMOUNT_MISMATCH: "amount_mismatch"}
 KST = ZoneInfo("Asia/Seoul")

@@ -72,6 +72,7 @@ class Overview:
                 "oldest_due_at": self.oldest_due, "unknown_open": self.unknown_open,
                 "notifications_pending": self.notifications_pending, "next_due": self.next_due,
                 "held": self.held, "stuck": self.stuck, "surfaced": self.surfaced,
+                "consent_held": self.charges.get("consent_held", 0),
                 "oldest_stuck_at": self.oldest_stuck,
                 "oldest_stuck_seconds": round(self.oldest_stuck_seconds, 3),
                 "revoking": self.subscriptions.get("revoking", 0),

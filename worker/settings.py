@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from models.db import database_url_from_env
 from scheduler.walk import WalkConfig
+from worker.consent import ConsentConfig
 from worker.naverpay.config import NaverPayConfig
 
 
@@ -45,6 +46,7 @@ class Settings:
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_from: str = "billing@localhost"
+    consent: ConsentConfig = field(default=ConsentConfig(), repr=False)  # consent links
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -66,6 +68,8 @@ class Settings:
             smtp_host=environ.get("SMTP_HOST", "127.0.0.1"),
             smtp_port=int(_number(environ, "SMTP_PORT", 25)),
             smtp_from=environ.get("SMTP_FROM", "billing@localhost"),
+            consent=ConsentConfig(secret=environ.get("BILLING_CONSENT_SECRET") or None,
+                                  public_url=environ.get("BILLING_PUBLIC_URL", "http://127.0.0.1:8000")),
         )
 
 

@@ -16,7 +16,7 @@ from celery import Task
 
 from models import utcnow
 from scheduler.walk import walk
-from worker import metrics
+from worker import consent, metrics
 from worker.app import app
 from worker.charging import ChargeOutcome, process_charge
 from worker.finalize import begin_merchant_cancels, expire_registration
@@ -55,14 +55,17 @@ def walk_task() -> dict[str, int]:
     except Exception:
         log.exception("walk: merchant cancels / surfacing failed; retried on the next walk")
     refund_ids = _walk_refunds(rt, now)
+    # Consent rule: price-change and upcoming-charge notices, consent_held alerts (outbox).
+    notices = consent.after_walk(rt.sessions, now, rt.settings.consent, rt.settings.walk.batch_size)
     for reason, ids in (("new", report.new_charge_ids), ("retry", report.retry_charge_ids),
-                        ("held", report.held_charge_ids), ("stuck", report.stuck_charge_ids)):
+                        ("held", report.held_charge_ids), ("stuck", report.stuck_charge_ids),
+                        ("consent", report.consent_resumed_ids)):
         metrics.WALK_ENQUEUED.labels(reason=reason).inc(len(ids))
         for charge_id in ids:
             charge.delay(charge_id)
     for subscription_id in [*report.revoking_subscription_ids, *cancels]:
         expire_subscription.delay(subscription_id)
-    for notification_id in report.notification_ids:
+    for notification_id in [*report.notification_ids, *notices]:
         deliver_notification.delay(notification_id)
     for refund_id in refund_ids:
         refund_charge.delay(refund_id)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from models import ChargeFollowup
 
 CHARGE_STATUSES = ("pending", "reserving", "reserved", "approving", "unknown", "retry_wait",
-                   "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held")
+                   "succeeded", "failed", "amount_mismatch", "skipped", "canceled", "held",
+                   "consent_held")
 
 
 @click.group()

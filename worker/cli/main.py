@@ -13,6 +13,7 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       sandbox                                            (sandbox)
       metrics                                            (metrics)
       reconcile [--date YYYY-MM-DD] [--merchant ID] [--json]   (reconcile)
+      consent add | list | record | cancel | link        (consent)
       demo                                               (demo)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import click
 
 from worker.cli.charges import charges
+from worker.cli.consent import consent
 from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
@@ -88,3 +90,4 @@ main.add_command(metrics)
 main.add_command(refund)
 main.add_command(reconcile)
 main.add_command(registrations)
+main.add_command(consent)

@@ -68,6 +68,8 @@ def _attention(view: Overview) -> list[tuple[str, str]]:
     return [
         ("held", f"{view.held} (merchant-side fault: check credentials and settings; resumes by itself)"),
         ("unsettled", f"{view.stuck} charge(s), {view.surfaced} surfaced to a human{oldest}"),
+        ("consent", f"{view.charges.get('consent_held', 0)} charge(s) held for the customer's consent "
+                    "(amount above the agreed one: `npay-billing consent record`, or lower the amount)"),
         ("expiring", f"{revoking} revoking, {failed} expire_failed"
                      + (" (NAVER would not expire them: check in NAVER Pay)" if failed else "")),
     ]

@@ -166,17 +166,23 @@ def show(key: str, charge_limit: int, as_json: bool) -> None:
     """Show one subscription and its most recent charges."""
     from sqlalchemy import select
 
-    from models import Charge
+    from models import Charge, PriceChange
+    from worker.cli.consent import change_dict, consent_lines
 
     with current_env().sessions()() as session:
         sub = find_subscription(session, key)
         recent = list(session.scalars(
             select(Charge).where(Charge.subscription_id == sub.id)
             .order_by(Charge.cycle_at.desc()).limit(charge_limit)).unique())
+        consent_text = consent_lines(session, sub)
+        changes = [change_dict(c) for c in session.scalars(
+            select(PriceChange).where(PriceChange.subscription_id == sub.id).order_by(PriceChange.id))]
     if as_json:
-        emit_json({"subscription": subscription_dict(sub), "charges": [charge_dict(c) for c in recent]})
+        emit_json({"subscription": subscription_dict(sub), "charges": [charge_dict(c) for c in recent],
+                   "price_changes": changes})
         return
     click.echo(subscription_fields(sub))
+    click.echo(consent_text)
     click.echo("")
     if recent:
         click.echo(f"recent charges (newest first, at most {charge_limit}):")

@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 SUBSCRIPTION_COLUMNS = (
     "id", "merchant_id", "recurrent_id", "merchant_user_id", "customer_email", "customer_name",
     "product_code", "product_name", "amount", "tax_free_amount", "cron", "timezone", "status",
-    "next_charge_at", "last_error", "created_at", "updated_at",
+    "next_charge_at", "last_error", "agreed_amount", "trial_ends_at", "created_at", "updated_at",
 )
 CHARGE_COLUMNS = (
     "id", "subscription_id", "recurrent_id", "cycle_at", "merchant_pay_id", "payment_id",
     "amount", "tax_free_amount", "status", "attempt_count", "next_attempt_at", "last_code",
-    "last_message", "approved_amount", "approved_at", "reason", "refund_total", "created_at", "updated_at",
+    "last_message", "approved_amount", "approved_at", "reason", "refund_total", "agreed_amount",
+    "created_at", "updated_at",
 )
 ATTEMPT_COLUMNS = (
     "id", "charge_id", "subscription_id", "attempt_no", "kind", "idempotency_key", "outcome",
