@@ -11,6 +11,8 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       sandbox                                            (sandbox)
       metrics                                            (metrics)
       demo                                               (demo)
+      web                                                (web)
+      registrations complete                             (registrations)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
 ``CELERY_BROKER_URL``, ``NAVERPAY_API_BASE``); ``--database-url`` overrides ``DATABASE_URL``.
@@ -25,11 +27,13 @@ from worker.cli.charges import charges
 from worker.cli.db import db
 from worker.cli.demo import demo
 from worker.cli.metrics import metrics
+from worker.cli.registrations import registrations
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
 from worker.cli.subscriptions import subscriptions
 from worker.cli.support import Env
+from worker.cli.web import web
 
 EPILOG = """\b
 Environment:
@@ -78,3 +82,5 @@ main.add_command(watch)
 main.add_command(demo)
 main.add_command(sandbox)
 main.add_command(metrics)
+main.add_command(web)
+main.add_command(registrations)

@@ -217,7 +217,7 @@ class Registrar:
                 return Outcome("failed", action, "state_used", replayed=True,
                                detail="this state token already completed another registration")
             if attempt.temp_receipt_id != temp_receipt_id or (
-                    flow is not None and attempt.state_nonce != flow.nonce):
+                    flow is not None and flow.nonce is not None and attempt.state_nonce != flow.nonce):
                 log.warning("registration %s refused: forged return (tempReceiptId or state differ)",
                             _short(reserve_id))
                 return Outcome("failed", attempt.action_type, "forged_return", replayed=True,
