@@ -154,6 +154,10 @@ class Registrar:
                ) -> Outcome | tuple[RegistrationAttempt, Merchant]:
         try:
             with self.sessions.begin() as s:
+                seen = s.scalar(select(RegistrationAttempt.id)
+                                .where(RegistrationAttempt.reserve_id == reserve_id))
+                if seen is not None:  # a replay: answered from the row, before any other check
+                    raise _Seen
                 merchant = s.get(Merchant, flow.merchant_id)
                 if merchant is None:
                     raise Refused("state_invalid", f"no merchant {flow.merchant_id}")
@@ -174,13 +178,13 @@ class Registrar:
         except Refused as refused:
             log.info("registration %s refused before approval: %s", _short(reserve_id), refused.detail)
             return Outcome("failed", flow.action, refused.code, detail=refused.detail)
-        except IntegrityError:  # this reserveId, or this token, was seen before
+        except (_Seen, IntegrityError):  # this reserveId, or this token, was seen before
             return self._existing(flow, reserve_id, temp_receipt_id, now)
 
     def _take_subscription(self, s: Session, flow: Flow, owner: str, now: datetime) -> None:
         """CHANGE: the subscription may change means now; take its lock (no charge runs)."""
         sub = s.scalars(select(Subscription).where(Subscription.id == flow.subscription_id)
-                        .with_for_update()).first()
+                        .with_for_update(of=Subscription)).first()
         if sub is None or sub.merchant_id != flow.merchant_id:
             raise Refused("change_not_allowed", f"no subscription {flow.subscription_id} of this merchant")
         if sub.recurrent_id != flow.target_recurrent_id:
@@ -329,6 +333,10 @@ class Registrar:
                 _unlock(s, attempt)
         return Outcome("failed", attempt.action_type, "internal", recurrent_id=answer.recurrent_id,
                        detail=detail)
+
+
+class _Seen(Exception):
+    """The reserveId has a row already."""
 
 
 class _Conflict(Exception):
