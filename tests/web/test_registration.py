@@ -130,7 +130,8 @@ def _charge(world: World, sub_id: int, status: str, cycle: str, recurrent_id: st
 def test_change_moves_the_subscription_and_its_pending_retry_to_the_new_registration(world: World) -> None:
     sub_id, old = _subscribed(world)
     world.db.sql("UPDATE subscriptions SET next_charge_at = '2026-12-01 00:00:00' WHERE id = :i", i=sub_id)
-    paid = _charge(world, sub_id, "succeeded", "2026-11-01 00:00:00", old, payment_id="P1", approved_amount=9900)
+    paid = _charge(world, sub_id, "succeeded", "2026-11-01 00:00:00", old, payment_id="P1",
+                   approved_amount=9900)
     retry = _charge(world, sub_id, "retry_wait", "2026-11-15 00:00:00", old, attempt_count=1,
                     next_attempt_at="2026-11-29 00:00:00")
     reserve_id, temp = world.window.register(action="CHANGE", target=old)
@@ -141,7 +142,8 @@ def test_change_moves_the_subscription_and_its_pending_retry_to_the_new_registra
     assert outcome.status == "completed" and outcome.pre_recurrent_id == old
     assert "결제수단이 변경되었습니다" in outcome.message
     new = outcome.recurrent_id
-    [sub] = world.db.sql("SELECT id, recurrent_id, cron, next_charge_at, status, lock_owner FROM subscriptions")
+    [sub] = world.db.sql("SELECT id, recurrent_id, cron, next_charge_at, status, lock_owner "
+                         "FROM subscriptions")
     assert (sub[0], sub[1], sub[2], str(sub[3])[:19], sub[4], sub[5]) == (
         sub_id, new, "* * * * * */10", "2026-12-01 00:00:00", "active", None)
     charges = dict((r[0], (r[1], r[2], str(r[3])[:19] if r[3] else None)) for r in world.db.sql(
