@@ -63,7 +63,7 @@ def test_one_charge_per_subscription_and_cycle(db):
 
 def test_migrations_are_at_head(db):
     assert is_up_to_date(db.engine)
-    assert head_revision() == "0002"
+    assert head_revision() == "0006_registration_flow"
 
 
 def test_walk_queries_use_the_partial_indexes(db):

@@ -226,3 +226,14 @@ def test_a_subscription_that_is_ending_cannot_change_means(world: World, status:
 
     assert (outcome.status, outcome.code) == ("failed", "change_not_allowed")
     assert world.sandbox.registration(old)["state"] == "VALID"
+
+
+def test_a_charge_held_before_reserving_does_not_block_a_change_and_follows_it(world: World) -> None:
+    sub_id, old = _subscribed(world)
+    held = _charge(world, sub_id, "held", "2026-11-15 00:00:00", old, held_from="reserving")
+    reserve_id, temp = world.window.register(action="CHANGE", target=old)
+
+    outcome = world.registrar.complete(change_flow(sub_id, old), reserve_id, temp)
+
+    assert outcome.status == "completed"
+    assert world.db.sql("SELECT recurrent_id FROM charges WHERE id = :i", i=held)[0][0] == outcome.recurrent_id
