@@ -236,4 +236,5 @@ def test_a_charge_held_before_reserving_does_not_block_a_change_and_follows_it(w
     outcome = world.registrar.complete(change_flow(sub_id, old), reserve_id, temp)
 
     assert outcome.status == "completed"
-    assert world.db.sql("SELECT recurrent_id FROM charges WHERE id = :i", i=held)[0][0] == outcome.recurrent_id
+    [(moved,)] = world.db.sql("SELECT recurrent_id FROM charges WHERE id = :i", i=held)
+    assert moved == outcome.recurrent_id
