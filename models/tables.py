@@ -606,3 +606,54 @@ class RegistrationSync(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # one run at a time
     last_error: Mapped[str | None] = mapped_column(Text)
     ended_found: Mapped[int] = mapped_column(Integer, server_default="0")  # subscriptions revoked
+# --- registration (issue 10): the return from NAVER Pay's registration window ----------------
+
+class RegistrationAttemptStatus(StrEnum):
+    """Where completing one NAVER registration (one ``reserveId``) stands."""
+
+    APPROVING = "approving"  # approval sent or about to be; outcome not recorded yet (resumable)
+    COMPLETED = "completed"  # approved, and the subscription created (NEW) or moved (CHANGE)
+    FAILED = "failed"  # NAVER refused the approval, or we refused before calling it
+
+
+class RegistrationAttempt(Base):
+    """One return from NAVER Pay's registration window that asked for approval.
+
+    ``reserve_id`` is unique: a replayed return (reload, back button, a forged copy) finds the
+    row and never approves twice. ``state_nonce`` is unique: one signed state token (one start
+    of the flow) yields at most one registration. The plan and customer fields are copied
+    from the token, so the approval can be resumed (``npay-billing registrations complete``).
+    """
+
+    __tablename__ = "registration_attempts"
+    __table_args__ = (
+        CheckConstraint(_in("status", RegistrationAttemptStatus), name="status_known"),
+        CheckConstraint("action_type IN ('NEW', 'CHANGE')", name="action_type_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reserve_id: Mapped[str] = mapped_column(String(200), unique=True)
+    temp_receipt_id: Mapped[str] = mapped_column(String(100))
+    state_nonce: Mapped[str | None] = mapped_column(String(64), unique=True)
+    action_type: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20), server_default=RegistrationAttemptStatus.APPROVING.value)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), server_default="1")
+    # NEW: the subscription created; CHANGE: the subscription whose means is changed.
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
+    target_recurrent_id: Mapped[str | None] = mapped_column(String(64))  # CHANGE: the old one
+    recurrent_id: Mapped[str | None] = mapped_column(String(64))  # what the approval issued
+    merchant_user_id: Mapped[str | None] = mapped_column(String(100))
+    customer_email: Mapped[str | None] = mapped_column(String(200))
+    customer_name: Mapped[str | None] = mapped_column(String(100))
+    product_code: Mapped[str | None] = mapped_column(String(100))
+    product_name: Mapped[str | None] = mapped_column(String(200))
+    amount: Mapped[int | None] = mapped_column(Integer)
+    tax_free_amount: Mapped[int] = mapped_column(Integer, server_default="0")
+    cron: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), server_default="Asia/Seoul")
+    last_code: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # A completion in progress holds the row until then (a concurrent return waits).
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=NOW)

@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sandbox import api_payments, api_recurrent, control
+from sandbox import api_payments, api_recurrent, control, window
 from sandbox.codes import Answer, ApiError, Code, fail
 from sandbox.context import ApiSpec, Ctx, IdempotencySlot
 from sandbox.idempotency import MAX_KEY_LENGTH
@@ -176,11 +176,13 @@ class NaverApi:
 
 
 def build_app(runtime: Runtime) -> Starlette:
-    """The Starlette application serving ``runtime``: NAVER APIs plus the control API."""
+    """The Starlette application serving ``runtime``: NAVER APIs, the control API, and the
+    registration window with its SDK shim (``sandbox.window``)."""
     routes = [
         # First: it is the hot path, and its pattern never matches /_sandbox/... paths.
         Route("/{partner}/naverpay/payments/{rest:path}", NaverApi(runtime), methods=["POST"]),
         *control.ROUTES,
+        *window.ROUTES,  # NAVER's registration window and its JavaScript SDK (shim)
     ]
     app = Starlette(routes=routes)
     app.state.runtime = runtime

@@ -35,6 +35,7 @@ class SandboxConfig:
     bad_credentials: str = "401"
     maintenance: str = "off"
     reserve_window_seconds: float = 600.0
+    regist_window_seconds: float = 600.0
     onetime_window_seconds: float = 600.0
     min_amount: int = 10
     duplicate_merchant_pay_id: str = "accept"
@@ -69,6 +70,8 @@ HELP: Mapping[str, str] = {
     "bad_credentials": "answer to a wrong id/secret: HTTP 401, or HTTP 200 code InvalidMerchant",
     "maintenance": "answer every API with HTTP 503 or HTTP 200 MaintenanceOngoing",
     "reserve_window_seconds": "recurrent reserve->approval window before TimeExpired",
+    "regist_window_seconds": "time the user has in the registration window before it answers "
+    "returnUrl with resultMessage=paymentTimeExpire",
     "onetime_window_seconds": "one-time authentication->approval window before TimeExpired",
     "min_amount": "smallest totalPayAmount in KRW (10 now; 100 before 2025)",
     "duplicate_merchant_pay_id": "a reserve repeating a merchantPayId: accept, reject "
@@ -167,6 +170,7 @@ _CONVERT: Mapping[str, Callable[[Any], Any]] = {
     "point_basis": str,
     "maintenance": _maintenance,
     "reserve_window_seconds": _number(float, 0.0),
+    "regist_window_seconds": _number(float, 0.0),
     "onetime_window_seconds": _number(float, 0.0),
     "min_amount": _number(int, 0),
     "require_chain_id": _bool,

@@ -71,6 +71,7 @@ def registration_entry(registration: Registration) -> dict[str, Any]:
         "expireYmdt": registration.expire_ymdt,
         "expireReason": registration.expire_reason,
         "expireRequester": registration.expire_requester,
+        "expireCalls": registration.expire_calls,
         "behaviour": registration.behaviour.to_json(),
     }
 

@@ -27,6 +27,7 @@ class ReservationState(StrEnum):
     RESERVED = "RESERVED"
     AUTHORIZED = "AUTHORIZED"
     APPROVED = "APPROVED"
+    CANCELED = "CANCELED"  # the user canceled in the window, or its time ran out
 
 
 class PaymentState(StrEnum):
@@ -62,6 +63,7 @@ class Registration:
     expire_ymdt: str | None = None
     expire_reason: str | None = None
     expire_requester: str | None = None
+    expire_calls: int = 0  # expire/v1/request calls naming it (a second one is refused)
 
 
 @dataclass(slots=True, eq=False)
@@ -80,6 +82,8 @@ class Reservation:
     temp_receipt_id: str | None = None
     recurrent_id: str | None = None
     behaviour: Behaviour = field(default_factory=Behaviour)
+    opened_at: datetime | None = None  # when the registration window opened (its time limit)
+    client_id: str | None = None  # the merchant whose window it is (SDK's clientId)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@
     ─────────▶ RESERVED ───────────────────────────────────▶ AUTHORIZED ──────────────▶ VALID
                                      POST /_sandbox/registrations ─────────────────▶ VALID
     VALID ── expire/v1/request | CHANGE approval of a successor | user removes it ──▶ EXPIRED
+
+The registration window (``sandbox.window``, opened by the SDK shim) reserves with the SDK's
+parameters, then authorizes (the user confirmed) or cancels (the user canceled, or the
+window's time ran out: ``RESERVED ─▶ CANCELED``, which no approval completes).
 """
 
 from __future__ import annotations
@@ -86,6 +90,15 @@ class RegistrationBook:
             reservation.behaviour = behaviour
         return reservation
 
+    def cancel(self, reserve_id: str) -> Reservation:
+        """The user canceled in the window (or its time ran out): KeyError if unknown,
+        ValueError if the window was already completed."""
+        reservation = self.reservations[reserve_id]
+        if reservation.state is not ReservationState.RESERVED:
+            raise ValueError(f"reservation is {reservation.state}, not RESERVED")
+        reservation.state = ReservationState.CANCELED
+        return reservation
+
     def approve(self, reserve_id: str, temp_receipt_id: str, now: datetime) -> Registration:
         """``regist/v1/approval``: an AUTHORIZED reservation becomes a VALID registration."""
         reservation = self.reservations.get(reserve_id)
@@ -95,6 +108,8 @@ class RegistrationBook:
             raise ApiError(Code.ALREADY_COMPLETE, "이미 등록이 완료되었습니다.")
         if reservation.state is ReservationState.RESERVED:
             raise ApiError(Code.FAIL, "사용자가 등록 화면을 완료하지 않았습니다.")
+        if reservation.state is ReservationState.CANCELED:
+            raise ApiError(Code.FAIL, "사용자가 등록을 취소했거나 등록 시간이 지났습니다.")
         previous = self._previous_for(reservation)
         registration = self.create(
             merchant_user_id=reservation.merchant_user_id or _user_of(previous),
@@ -112,6 +127,7 @@ class RegistrationBook:
         registration = self.by_id.get(recurrent_id)
         if registration is None:
             raise ApiError(Code.INVALID_PARAMETER, "존재하지 않는 정기결제 등록번호입니다.")
+        registration.expire_calls += 1
         if registration.state is RegistrationState.EXPIRED:
             raise ApiError(Code.FAIL, "이미 해지된 정기결제입니다.")
         self._end(registration, now, requester=requester, reason=reason)

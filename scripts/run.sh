@@ -17,6 +17,7 @@ export BILLING_LEASE_SECONDS="${BILLING_LEASE_SECONDS:-30}"
 export FLOWER_PORT="${FLOWER_PORT:-5555}"
 export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:npay-billing}"
 export METRICS_PORT="${METRICS_PORT:-9808}"
+export WEB_PORT="${WEB_PORT:-8060}"
 export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
 export SANDBOX_ARGS="${SANDBOX_ARGS:---auto-register}"
 # No chain id by default: NAVER issues one to group-type merchants only, and without
@@ -56,6 +57,7 @@ make run: database ${DATABASE_URL}
           sandbox  ${NAVERPAY_API_BASE}   (stands in for NAVER Pay)
           Flower   http://127.0.0.1:${FLOWER_PORT}   (user:password ${FLOWER_BASIC_AUTH})
           metrics  http://127.0.0.1:${METRICS_PORT}/metrics
+          web      http://127.0.0.1:${WEB_PORT}/   (demo merchant page: register with NAVER Pay)
           chain id ${NAVERPAY_CHAIN_ID:-none (set NAVERPAY_CHAIN_ID for a group-type merchant)}
           logs     $NPAY_VAR_DIR/log/worker.log $NPAY_VAR_DIR/log/beat.log
           Ctrl-C stops everything.

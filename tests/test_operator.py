@@ -24,7 +24,8 @@ SECRET = "sandbox-client-secret"
 
 @pytest.fixture
 def make_run(tmp_path):
-    ports = {name: free_port() for name in ("SANDBOX_PORT", "FLOWER_PORT", "METRICS_PORT", "REDIS_PORT")}
+    ports = {name: free_port() for name in ("SANDBOX_PORT", "FLOWER_PORT", "METRICS_PORT", "REDIS_PORT",
+                                            "WEB_PORT")}
     env = {**os.environ, "NPAY_VAR_DIR": str(tmp_path / "var"), "NPAY_DEMO": "0",
            "BILLING_WALK_INTERVAL": "1", "WATCH_INTERVAL": "1", "BILLING_LEASE_SECONDS": "10",
            **{k: str(v) for k, v in ports.items()}}
@@ -112,11 +113,18 @@ def test_make_run_end_to_end(make_run):
     assert SECRET not in worker_log and SECRET not in run.output()
     assert "succeeded" in run.output()  # the live progress line
 
+    # The registration pages: the demo merchant page loads NAVER's SDK from the sandbox.
+    web = f"http://127.0.0.1:{run.ports['WEB_PORT']}"
+    wait_for(lambda: _up(f"{web}/healthz"), 30, "the web app")
+    order = httpx.post(f"{web}/start", data={"plan": "PLAN-M", "user": "user-44"}, timeout=10)
+    assert order.status_code == 200 and f"{sandbox_url}/sdk/js/naverpay.min.js" in order.text
+
     # Ctrl-C stops every process.
     os.killpg(run.proc.pid, signal.SIGINT)
     run.proc.wait(timeout=30)
     wait_for(lambda: not _up(f"{sandbox_url}/_sandbox/health"), 10, "the sandbox to stop")
     assert not _up(f"{flower}/")
+    assert not _up(f"{web}/healthz")
 
 
 def _up(url):

@@ -6,14 +6,15 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       db upgrade | current                               (db)
       subscriptions add | list | show | pause | resume | cancel   (subscriptions, lifecycle)
       charges list | show | cash-amount                  (charges)
-      registrations sync [--since DATE]                  (registrations)
       retry TARGET [--reopen] [--wait]                   (retry)
-      refund CHARGE_ID [--amount N] [--tax-free N] [--reason T] [--wait]   (refund)
-      status | watch                                     (status)
-      sandbox                                            (sandbox)
-      metrics                                            (metrics)
+      refund CHARGE_ID [--amount N] [--wait]             (refund)
+      registrations sync | complete                      (registrations)
       reconcile [--date YYYY-MM-DD] [--merchant ID] [--json]   (reconcile)
       consent add | list | record | cancel | link        (consent)
+      status | watch                                     (status)
+      web                                                (web)
+      sandbox                                            (sandbox)
+      metrics                                            (metrics)
       demo                                               (demo)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
@@ -38,6 +39,7 @@ from worker.cli.sandbox import sandbox
 from worker.cli.status import status, watch
 from worker.cli.subscriptions import subscriptions
 from worker.cli.support import Env
+from worker.cli.web import web
 
 EPILOG = """\b
 Environment:
@@ -91,3 +93,4 @@ main.add_command(refund)
 main.add_command(reconcile)
 main.add_command(registrations)
 main.add_command(consent)
+main.add_command(web)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_consent"
-down_revision = "0005_reconciliation"
+down_revision = "0006_registration_flow"
 branch_labels = None
 depends_on = None
 
