@@ -9,12 +9,13 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       retry TARGET [--reopen] [--wait]                   (retry)
       status | watch                                     (status)
       sandbox                                            (sandbox)
+      inbox                                              (inbox)
       metrics                                            (metrics)
       demo                                               (demo)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
 ``CELERY_BROKER_URL``, ``NAVERPAY_API_BASE``); ``--database-url`` overrides ``DATABASE_URL``.
-Every command but ``db upgrade`` and ``sandbox`` first checks that the database is migrated.
+Every command but ``db upgrade``, ``sandbox`` and ``inbox`` first checks that the database is migrated.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import click
 from worker.cli.charges import charges
 from worker.cli.db import db
 from worker.cli.demo import demo
+from worker.cli.inbox import inbox
 from worker.cli.metrics import metrics
 from worker.cli.retry import retry
 from worker.cli.sandbox import sandbox
@@ -78,3 +80,4 @@ main.add_command(watch)
 main.add_command(demo)
 main.add_command(sandbox)
 main.add_command(metrics)
+main.add_command(inbox)
