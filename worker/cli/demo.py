@@ -121,6 +121,16 @@ def _configure(channels: dict[str, Any]) -> None:
             session.execute(update(Merchant).where(Merchant.id == 1).values(**channels))
 
 
+def _describe(channels: dict[str, Any]) -> str:
+    parts = []
+    if channels.get("webhook_url"):
+        signed = "signed" if channels.get("webhook_secret") else "unsigned"
+        parts.append(f"{signed} webhook to {channels['webhook_url']}")
+    if channels.get("notify_email"):
+        parts.append("e-mail to the customer (SMTP_HOST:SMTP_PORT)")
+    return ", ".join(parts)
+
+
 def _insert(rows: list[dict[str, Any]], keep_policy: bool) -> list[int]:
     from sqlalchemy import insert, update
 
@@ -163,7 +173,10 @@ def demo(count: int, declining: int, keep_policy: bool, if_empty: bool, webhook_
     import httpx
 
     sessions = current_env().sessions()  # not migrated: say so before touching the sandbox
-    _configure(notification_settings(webhook_url, webhook_secret, email_customers))
+    channels = notification_settings(webhook_url, webhook_secret, email_customers)
+    _configure(channels)
+    if channels and not as_json:
+        click.echo(f"default merchant notifies final failures: {_describe(channels)}")
     if if_empty and _has_subscriptions(sessions):
         click.echo("demo: the database already has subscriptions; not seeding more")
         return

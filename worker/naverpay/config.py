@@ -22,7 +22,7 @@ class NaverPayConfig:
     ``chain_id`` are the recurrent ones; one-time payments (``v2.2/apply/payment``, and
     cancels of one-time payments) use ``onetime_partner_id`` and ``onetime_chain_id`` when
     set, else the recurrent ones (NAVER issues separate partner ids, and separate chain ids,
-    for one-time and recurrent payments: docs/naverpay-api.md, "Partner id").
+    for one-time and recurrent payments: docs/naverpay-api.md, first tables).
 
     Chain ids are optional: NAVER issues them to group-type merchants only ("Chain ID는 그룹
     타입 가맹점에만 발급", integration guide 2-2). ``None`` (the default) sends no
