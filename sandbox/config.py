@@ -207,9 +207,11 @@ def copy(config: SandboxConfig) -> SandboxConfig:
 
 
 def to_json(config: SandboxConfig) -> dict[str, Any]:
-    """The options in camelCase, as ``GET /_sandbox/config`` shows them."""
+    """The options in camelCase, as ``GET /_sandbox/config`` shows them. The client secret is
+    never shown: ``npay-billing sandbox`` may have taken a real one from the environment."""
     values = {camel(name): getattr(config, name) for name in FIELDS}
     values["chainIds"] = list(config.chain_ids)
+    values["clientSecret"] = "[redacted]"
     return values
 
 

@@ -86,6 +86,7 @@ def test_a_worker_and_a_sandbox_started_with_the_same_environment_agree():
 
     assert page.total_count == 0
     assert (config["clientId"], config["chainIds"]) == ("shop-client-id", ["shop-recurrent-chain"])
+    assert config["clientSecret"] == "[redacted]"  # a real secret taken from the environment
 
 
 def test_builtin_credentials_ignore_the_environment():
