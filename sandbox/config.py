@@ -224,7 +224,68 @@ def copy(config: SandboxConfig) -> SandboxConfig:
 
 
 def to_json(config: SandboxConfig) -> dict[str, Any]:
-    """The options in camelCase, as ``GET /_sandbox/config`` shows them."""
+    """The options in camelCase, as ``GET /_sandbox/config`` shows them. The client secret is
+    never shown: ``npay-billing sandbox`` may have taken a real one from the environment."""
     values = {camel(name): getattr(config, name) for name in FIELDS}
     values["chainIds"] = list(config.chain_ids)
+    values["clientSecret"] = "[redacted]"
     return values
+
+
+# --- command-line options: one definition for `python -m sandbox` and `npay-billing sandbox` ---
+
+SERVER_DEFAULTS: Mapping[str, Any] = {"host": "127.0.0.1", "port": 8055, "log_level": "warning"}
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One command-line option, in a form any parser (argparse, click) can be built from.
+
+    ``kind``: ``switch`` (``--x/--no-x``), ``choice``, ``int``, ``float``, ``text`` or
+    ``texts`` (repeatable). ``name`` is the keyword of ``sandbox.server.run``; the server
+    options (host, port, log level) come first, then every field of :class:`SandboxConfig`.
+    """
+
+    name: str
+    flag: str
+    kind: str
+    help: str
+    default: Any
+    choices: tuple[str, ...] = ()
+    metavar: str = ""
+
+
+def _kind(name: str, default: Any) -> tuple[str, str]:
+    if name == "chain_ids":
+        return "texts", "ID"
+    if isinstance(default, bool):
+        return "switch", ""
+    if name in CHOICES:
+        return "choice", ""
+    if isinstance(default, int):
+        return "int", "N"
+    if isinstance(default, float) or default is None:
+        return "float", "N"
+    return "text", "CODE" if name.endswith("_code") else "TEXT"
+
+
+def _config_option(field: dataclasses.Field[Any]) -> Option:
+    kind, metavar = _kind(field.name, field.default)
+    flag = "--chain-id" if field.name == "chain_ids" else "--" + field.name.replace("_", "-")
+    shown = ", ".join(field.default) if isinstance(field.default, tuple) else field.default
+    return Option(field.name, flag, kind, f"{HELP[field.name]} (default: {shown})", field.default,
+                  CHOICES.get(field.name, ()), metavar)
+
+
+def options() -> tuple[Option, ...]:
+    """Every command-line option of the sandbox, server options first."""
+    server = (
+        Option("host", "--host", "text", "address to listen on (default: 127.0.0.1)", "127.0.0.1",
+               metavar="HOST"),
+        Option("port", "--port", "int", "port to listen on (default: 8055)", 8055, metavar="PORT"),
+        Option("log_level", "--log-level", "choice",
+               "uvicorn log level; the access log is always off (default: warning)", "warning",
+               LOG_LEVELS),
+    )
+    return server + tuple(_config_option(field) for field in dataclasses.fields(SandboxConfig))

@@ -17,7 +17,7 @@ from scheduler.policy import DEFAULT_MIN_CYCLE_INTERVAL, PolicyError, RetryPolic
 
 REQUIRED_TEXT = ("recurrent_id", "merchant_user_id", "product_code", "product_name")
 
-# NAVER Pay's input limits, checked before any call (../shared/naverpay-api.md §1.7, §3.5).
+# NAVER Pay's input limits, checked before any call (docs/naverpay-api.md §1.7, §3.5).
 # NAVER's minimum payment is 100 won in its documentation (some integrations use 10: we keep
 # the stricter one). Text limits are not published: these are the schema's widths (SQLite does
 # not enforce them) and, for the product name shown to the customer, a conservative 128.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole mission on an embedded default, from a fresh clone.
 #   SQLite under var/, a private redis-server (unless CELERY_BROKER_URL is set), the NAVER Pay
-#   sandbox, a Celery worker, beat, Flower and the metrics endpoint, run together by honcho.
+#   sandbox, a Celery worker, beat, Flower, the metrics endpoint and the inbox (a mail catcher and
+#   webhook receiver the demo merchant notifies), run together by honcho.
 # Ctrl-C stops them all; running it again reuses var/ (the database and Redis data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,17 @@ export SANDBOX_ARGS="${SANDBOX_ARGS:---auto-register}"
 # merchant: NAVERPAY_CHAIN_ID=sandbox-recurrent-chain-id \
 #           SANDBOX_ARGS="--auto-register --require-chain-id" make run
 export NPAY_DEMO="${NPAY_DEMO:-1}"
+# The inbox (`npay-billing inbox`) stands in for the customers' mailboxes and the merchant's
+# webhook endpoint: the worker's SMTP goes to it, and the demo merchant gets its webhook URL and
+# secret, so a final failure shows up on http://127.0.0.1:$INBOX_PORT/ (not as `no_channel`).
+export INBOX_PORT="${INBOX_PORT:-8025}"
+export INBOX_SMTP_PORT="${INBOX_SMTP_PORT:-2525}"
+export INBOX_WEBHOOK_SECRET="${INBOX_WEBHOOK_SECRET:-demo-webhook-secret}"
+export SMTP_HOST="${SMTP_HOST:-127.0.0.1}"
+export SMTP_PORT="${SMTP_PORT:-$INBOX_SMTP_PORT}"
+export NPAY_DEMO_WEBHOOK_URL="${NPAY_DEMO_WEBHOOK_URL:-http://127.0.0.1:${INBOX_PORT}/hooks/demo}"
+export NPAY_DEMO_WEBHOOK_SECRET="${NPAY_DEMO_WEBHOOK_SECRET:-$INBOX_WEBHOOK_SECRET}"
+export NPAY_DEMO_EMAIL="${NPAY_DEMO_EMAIL:-1}"
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$NPAY_VAR_DIR/prometheus}"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
@@ -58,6 +70,7 @@ make run: database ${DATABASE_URL}
           Flower   http://127.0.0.1:${FLOWER_PORT}   (user:password ${FLOWER_BASIC_AUTH})
           metrics  http://127.0.0.1:${METRICS_PORT}/metrics
           web      http://127.0.0.1:${WEB_PORT}/   (demo merchant page: register with NAVER Pay)
+          inbox    http://127.0.0.1:${INBOX_PORT}/   (e-mails and webhooks the demo merchant's customers get)
           chain id ${NAVERPAY_CHAIN_ID:-none (set NAVERPAY_CHAIN_ID for a group-type merchant)}
           logs     $NPAY_VAR_DIR/log/worker.log $NPAY_VAR_DIR/log/beat.log
           Ctrl-C stops everything.

@@ -22,16 +22,21 @@ from tests.worker.billing import Sandbox
 SECRET = "sandbox-client-secret"
 
 
+PORTS = ("SANDBOX_PORT", "FLOWER_PORT", "METRICS_PORT", "REDIS_PORT", "INBOX_PORT", "INBOX_SMTP_PORT",
+         "WEB_PORT")
+
+
 @pytest.fixture
-def make_run(tmp_path):
-    ports = {name: free_port() for name in ("SANDBOX_PORT", "FLOWER_PORT", "METRICS_PORT", "REDIS_PORT",
-                                            "WEB_PORT")}
-    env = {**os.environ, "NPAY_VAR_DIR": str(tmp_path / "var"), "NPAY_DEMO": "0",
+def make_run(tmp_path, request):
+    ports = {name: free_port() for name in PORTS}
+    demo = getattr(request, "param", "0")  # parametrize indirectly with "1" for the demo
+    env = {**os.environ, "NPAY_VAR_DIR": str(tmp_path / "var"), "NPAY_DEMO": demo,
            "BILLING_WALK_INTERVAL": "1", "WATCH_INTERVAL": "1", "BILLING_LEASE_SECONDS": "10",
            **{k: str(v) for k, v in ports.items()}}
-    env.pop("CELERY_BROKER_URL", None)  # let run.sh start its private redis-server
-    env.pop("DATABASE_URL", None)
-    env.pop("NAVERPAY_API_BASE", None)
+    for name in ("CELERY_BROKER_URL", "DATABASE_URL", "NAVERPAY_API_BASE", "SMTP_HOST", "SMTP_PORT",
+                 "INBOX_WEBHOOK_SECRET", "NPAY_DEMO_WEBHOOK_URL", "NPAY_DEMO_WEBHOOK_SECRET",
+                 "NPAY_DEMO_EMAIL"):
+        env.pop(name, None)  # let run.sh choose them (its private redis-server, the inbox...)
     log = open(tmp_path / "make-run.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -125,6 +130,33 @@ def test_make_run_end_to_end(make_run):
     wait_for(lambda: not _up(f"{sandbox_url}/_sandbox/health"), 10, "the sandbox to stop")
     assert not _up(f"{flower}/")
     assert not _up(f"{web}/healthz")
+
+
+@pytest.mark.parametrize("make_run", ["1"], indirect=True)
+def test_make_run_demo_final_failure_reaches_the_inbox(make_run):
+    """Issue 10: a newcomer running `make run` sees a customer being told about a final
+    failure: the Korean e-mail and the signed webhook, verified, on the inbox page."""
+    run = make_run
+    inbox = f"http://127.0.0.1:{run.ports['INBOX_PORT']}"
+    wait_for(lambda: "Ctrl-C stops everything" in run.output(), 60, "run.sh to start honcho")
+    wait_for(lambda: _up(f"{inbox}/messages.json"), 30, "the inbox")
+    merchant = wait_for(lambda: sql(run, "SELECT webhook_url, notify_email FROM merchants WHERE id = 1 "
+                                         "AND webhook_url IS NOT NULL"), 60, "the demo merchant's channels")
+    assert merchant == [(f"{inbox}/hooks/demo", 1)]
+
+    def final_failures():
+        data = httpx.get(f"{inbox}/messages.json", timeout=5).json()
+        hooks = [h for h in data["webhooks"] if h["event"] == "charge.final_failure"]
+        mails = [m for m in data["emails"] if "최종 실패" in m["body"]]
+        return (hooks, mails) if hooks and mails else None
+
+    hooks, mails = wait_for(final_failures, 120, "the demo's final failure in the inbox")
+    assert all(h["verified"] is True for h in hooks)
+    assert hooks[0]["payload"]["subscription"]["status"] in ("revoking", "revoked")
+    assert mails[0]["subject"].endswith("정기결제 안내") and mails[0]["to"][0].endswith("@example.com")
+    page = httpx.get(f"{inbox}/").text
+    assert "signature verified ✓" in page and "최종 실패" in page
+    assert sql(run, "SELECT count(*) FROM notifications WHERE status = 'no_channel'") == [(0,)]
 
 
 def _up(url):

@@ -222,6 +222,12 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Whether ``signature`` (the ``X-Npay-Billing-Signature`` header) is :func:`sign`'s value
+    for ``body`` sent at ``timestamp``: what a receiver checks (``npay-billing inbox`` does)."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
 @dataclass(frozen=True)
 class WebhookSender:
     """POSTs the payload to the merchant's webhook, signed."""

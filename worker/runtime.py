@@ -46,10 +46,15 @@ def merchant_config(base: NaverPayConfig, merchant: MerchantSettings) -> NaverPa
         chain_id, onetime_chain_id = own_chain, None
     else:
         chain_id, onetime_chain_id = own_chain or base.chain_id, base.onetime_chain_id
+    # The environment's one-time partner id belongs with the environment's partner id: a row
+    # naming its own partner id (or its own NAVER merchant) uses that for one-time APIs too.
+    own_partner = bool(merchant.partner_id or merchant.client_id)
+    onetime_partner_id = None if own_partner else base.onetime_partner_id
     return replace(base, api_base=merchant.api_base or base.api_base,
                    partner_id=merchant.partner_id or base.partner_id,
                    client_id=merchant.client_id or base.client_id,
-                   chain_id=chain_id, onetime_chain_id=onetime_chain_id, client_secret=secret)
+                   chain_id=chain_id, onetime_chain_id=onetime_chain_id,
+                   onetime_partner_id=onetime_partner_id, client_secret=secret)
 
 
 @dataclass
@@ -78,7 +83,7 @@ class Runtime:
             return client
         config = merchant_config(self.settings.naverpay, merchant)
         key = (config.api_base, config.partner_id, config.client_id, config.chain_id,
-               config.onetime_chain_id, config.client_secret)
+               config.onetime_chain_id, config.onetime_partner_id, config.client_secret)
         with self._lock:
             if key not in self._clients:
                 from worker.metrics import observe_naverpay

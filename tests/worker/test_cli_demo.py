@@ -79,3 +79,25 @@ def test_sandbox_command_chain_id_options():
     assert (shown["requireChainId"], shown["chainIds"], shown["autoRegister"]) == (
         True, ["group-a", "group-b"], True)
 
+
+
+def test_demo_gives_the_default_merchant_the_inbox_channels_even_when_not_seeding(db, sandbox_url):
+    env = {"NAVERPAY_API_BASE": sandbox_url, "NPAY_DEMO_WEBHOOK_URL": "http://127.0.0.1:8025/hooks/demo",
+           "NPAY_DEMO_WEBHOOK_SECRET": "demo-secret", "NPAY_DEMO_EMAIL": "1"}
+    first = cli(db.url, "demo", "--count", "1", "--if-empty", env=env)
+    db.sql("UPDATE merchants SET webhook_url = NULL, notify_email = 0 WHERE id = 1")
+    again = cli(db.url, "demo", "--if-empty", env=env)  # `make run` a second time: nothing seeded
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert "signed webhook to http://127.0.0.1:8025/hooks/demo" in again.output
+    assert "not seeding more" in again.output
+    assert db.sql("SELECT webhook_url, webhook_secret, notify_email FROM merchants WHERE id = 1") == [
+        ("http://127.0.0.1:8025/hooks/demo", "demo-secret", 1)]
+    assert db.sql("SELECT count(*) FROM subscriptions")[0][0] == 1
+
+
+def test_demo_without_channels_leaves_the_merchant_without_them(sqlite_db, sandbox_url):
+    result = cli(sqlite_db.url, "demo", "--count", "1", env={"NAVERPAY_API_BASE": sandbox_url})
+
+    assert result.exit_code == 0 and "notifies" not in result.output
+    assert sqlite_db.sql("SELECT webhook_url, notify_email FROM merchants WHERE id = 1") == [(None, 0)]

@@ -57,3 +57,16 @@ def test_a_merchant_without_chain_id_sends_no_header() -> None:
 
     assert seen[0].headers["X-Naver-Client-Id"] == "B"
     assert "X-NaverPay-Chain-Id" not in seen[0].headers
+
+
+@pytest.mark.parametrize(("columns", "expected"), [
+    ({}, ("env-partner", "env-onetime-partner")),  # the environment's merchant: both env ids
+    ({"partner_id": "row-partner"}, ("row-partner", "row-partner")),  # its own partner id
+    ({"client_id": "B"}, ("env-partner", "env-partner")),  # another NAVER merchant
+])
+def test_which_partner_id_onetime_apis_use(columns: dict[str, Any], expected: tuple[str, str]) -> None:
+    base = NaverPayConfig(partner_id="env-partner", onetime_partner_id="env-onetime-partner")
+
+    config = merchant_config(base, merchant(**columns))
+
+    assert (config.partner_id, config.effective_onetime_partner_id) == expected

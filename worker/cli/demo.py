@@ -7,6 +7,11 @@ registration is expired), and one more declines once then recovers. The default 
 a demo policy (retry after 5 s, 3 attempts, then expire) unless ``--keep-policy``. Running it
 again adds more subscriptions.
 
+Notifications: ``--webhook-url``/``--webhook-secret`` and ``--email-customers`` give the default
+merchant a signed webhook and customer e-mails (``make run`` points them at ``npay-billing
+inbox``), so a final failure reaches someone instead of being kept as ``no_channel``. They are
+applied even when ``--if-empty`` seeds nothing.
+
 No chain id is involved: the worker sends ``X-NaverPay-Chain-Id`` only when
 ``NAVERPAY_CHAIN_ID`` (or the merchant's ``chain_id``) is set, and the sandbox accepts calls
 with or without it unless it runs with ``--require-chain-id``.
@@ -95,6 +100,37 @@ def _register(client: httpx.Client, base: str, user: str, seed: Seed) -> str:
     return str(answer.json()["recurrentId"])
 
 
+def notification_settings(webhook_url: str | None, webhook_secret: str | None,
+                          email_customers: bool) -> dict[str, Any]:
+    """The merchant columns for the demo's notification channels (only those asked for)."""
+    values: dict[str, Any] = {}
+    if webhook_url:
+        values.update(webhook_url=webhook_url, webhook_secret=webhook_secret or None)
+    if email_customers:
+        values["notify_email"] = 1
+    return values
+
+
+def _configure(channels: dict[str, Any]) -> None:
+    from sqlalchemy import update
+
+    from models import Merchant
+
+    if channels:
+        with current_env().sessions().begin() as session:
+            session.execute(update(Merchant).where(Merchant.id == 1).values(**channels))
+
+
+def _describe(channels: dict[str, Any]) -> str:
+    parts = []
+    if channels.get("webhook_url"):
+        signed = "signed" if channels.get("webhook_secret") else "unsigned"
+        parts.append(f"{signed} webhook to {channels['webhook_url']}")
+    if channels.get("notify_email"):
+        parts.append("e-mail to the customer (SMTP_HOST:SMTP_PORT)")
+    return ", ".join(parts)
+
+
 def _insert(rows: list[dict[str, Any]], keep_policy: bool) -> list[int]:
     from sqlalchemy import insert, update
 
@@ -118,16 +154,29 @@ def _insert(rows: list[dict[str, Any]], keep_policy: bool) -> list[int]:
               help="Leave the default merchant's retry policy as it is.")
 @click.option("--if-empty", is_flag=True,
               help="Do nothing when the database already has subscriptions (what `make run` uses).")
+@click.option("--webhook-url", envvar="NPAY_DEMO_WEBHOOK_URL", show_envvar=True, metavar="URL",
+              help="Give the default merchant this webhook (e.g. `npay-billing inbox`'s "
+                   "http://127.0.0.1:8025/hooks/demo).")
+@click.option("--webhook-secret", envvar="NPAY_DEMO_WEBHOOK_SECRET", show_envvar=True, metavar="SECRET",
+              help="The webhook's signing secret (give the inbox the same one).")
+@click.option("--email-customers", is_flag=True, envvar="NPAY_DEMO_EMAIL", show_envvar=True,
+              help="E-mail customers (notify_email = 1) through SMTP_HOST:SMTP_PORT.")
 @json_option
-def demo(count: int, declining: int, keep_policy: bool, if_empty: bool, as_json: bool) -> None:
+def demo(count: int, declining: int, keep_policy: bool, if_empty: bool, webhook_url: str | None,
+         webhook_secret: str | None, email_customers: bool, as_json: bool) -> None:
     """Seed demo subscriptions billed every 10 s against the sandbox (NAVERPAY_API_BASE).
 
     Start the sandbox first (`npay-billing sandbox`), then a worker and beat, and follow the
-    progress with `npay-billing watch`.
+    progress with `npay-billing watch`. With --webhook-url / --email-customers, final
+    failures are sent there (`npay-billing inbox` shows what arrived).
     """
     import httpx
 
     sessions = current_env().sessions()  # not migrated: say so before touching the sandbox
+    channels = notification_settings(webhook_url, webhook_secret, email_customers)
+    _configure(channels)
+    if channels and not as_json:
+        click.echo(f"default merchant notifies final failures: {_describe(channels)}")
     if if_empty and _has_subscriptions(sessions):
         click.echo("demo: the database already has subscriptions; not seeding more")
         return

@@ -14,12 +14,13 @@ Command tree (each module of ``worker/cli/`` holds one group)::
       status | watch                                     (status)
       web                                                (web)
       sandbox                                            (sandbox)
+      inbox                                              (inbox)
       metrics                                            (metrics)
       demo                                               (demo)
 
 Configuration comes from the environment like the worker's (``DATABASE_URL``,
 ``CELERY_BROKER_URL``, ``NAVERPAY_API_BASE``); ``--database-url`` overrides ``DATABASE_URL``.
-Every command but ``db upgrade`` and ``sandbox`` first checks that the database is migrated.
+Every command but ``db upgrade``, ``sandbox`` and ``inbox`` first checks that the database is migrated.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from worker.cli.charges import charges
 from worker.cli.consent import consent
 from worker.cli.db import db
 from worker.cli.demo import demo
+from worker.cli.inbox import inbox
 from worker.cli.metrics import metrics
 from worker.cli.reconcile import reconcile
 from worker.cli.refund import refund
@@ -94,3 +96,4 @@ main.add_command(reconcile)
 main.add_command(registrations)
 main.add_command(consent)
 main.add_command(web)
+main.add_command(inbox)

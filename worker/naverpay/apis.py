@@ -1,7 +1,7 @@
 """The NAVER Pay endpoints the client calls, one constant each (naverpay-api.md section 3).
 
 An ``Api`` holds everything that differs between endpoints: the path under
-``{api_base}/{partner_id}/naverpay/payments/``, the body encoding, which chain id to send,
+``{api_base}/{partner_id}/naverpay/payments/``, the body encoding, which partner id and chain id to send,
 which read timeout applies and how failures are classified (``kind``).
 """
 
@@ -24,7 +24,9 @@ class Api:
     path: str
     kind: ApiKind
     json_body: bool = False  # else application/x-www-form-urlencoded
-    onetime_chain: bool = False  # send the one-time chain id instead of the recurrent one
+    # A one-time payment API: the one-time partner id (URL) and chain id (header) are sent
+    # instead of the recurrent ones (NAVER issues separate ids for the two payment types).
+    onetime: bool = False
     long_timeout: bool = False  # approval_timeout instead of read_timeout
 
     @property
@@ -55,11 +57,11 @@ PAY_APPROVAL: Final = Api(
 )
 APPLY: Final = Api(
     "apply_payment", "one-time payment apply", "v2.2/apply/payment", "approval",
-    onetime_chain=True, long_timeout=True,
+    onetime=True, long_timeout=True,
 )
 CANCEL: Final = Api("cancel", "payment cancel", "v1/cancel", "cancel", long_timeout=True)
 CANCEL_ONETIME: Final = Api(
-    "cancel", "payment cancel", "v1/cancel", "cancel", onetime_chain=True, long_timeout=True
+    "cancel", "payment cancel", "v1/cancel", "cancel", onetime=True, long_timeout=True
 )
 HISTORY: Final = Api(
     "history", "payment history", "v2.2/list/history", "read", json_body=True

@@ -18,9 +18,11 @@ __all__ = ["NaverPayConfig"]
 class NaverPayConfig:
     """Where NAVER Pay lives, who we are to it, and how long we wait for it.
 
-    Defaults point at the local sandbox with its built-in credentials. ``chain_id`` is the
-    recurrent chain id; one-time payments (apply, and cancels of one-time payments) use
-    ``onetime_chain_id`` when set, else ``chain_id`` (NAVER issues separate chain ids).
+    Defaults point at the local sandbox with its built-in credentials. ``partner_id`` and
+    ``chain_id`` are the recurrent ones; one-time payments (``v2.2/apply/payment``, and
+    cancels of one-time payments) use ``onetime_partner_id`` and ``onetime_chain_id`` when
+    set, else the recurrent ones (NAVER issues separate partner ids, and separate chain ids,
+    for one-time and recurrent payments: docs/naverpay-api.md, first tables).
 
     Chain ids are optional: NAVER issues them to group-type merchants only ("Chain ID는 그룹
     타입 가맹점에만 발급", integration guide 2-2). ``None`` (the default) sends no
@@ -33,6 +35,7 @@ class NaverPayConfig:
     client_secret: str = field(default="sandbox-client-secret", repr=False)
     chain_id: str | None = None
     onetime_chain_id: str | None = None
+    onetime_partner_id: str | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
     # NAVER advises 60 s for approval and cancel: they may take long, and an answer we stop
@@ -48,10 +51,10 @@ class NaverPayConfig:
         for name in ("partner_id", "client_id", "client_secret"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
-        for name in ("chain_id", "onetime_chain_id"):
+        for name in ("chain_id", "onetime_chain_id", "onetime_partner_id"):
             value = getattr(self, name)
             if value is not None and not value.strip():
-                raise ValueError(f"{name} must be None (no chain id) or a non-empty id")
+                raise ValueError(f"{name} must be None (not set) or a non-empty id")
         for name in ("connect_timeout", "read_timeout", "approval_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.max_body_bytes <= 0:
@@ -61,6 +64,11 @@ class NaverPayConfig:
     def effective_onetime_chain_id(self) -> str | None:
         """The chain id sent with one-time payment APIs (None: no header)."""
         return self.onetime_chain_id or self.chain_id
+
+    @property
+    def effective_onetime_partner_id(self) -> str:
+        """The partner id in the URL of one-time payment APIs."""
+        return self.onetime_partner_id or self.partner_id
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> NaverPayConfig:
@@ -81,6 +89,7 @@ class NaverPayConfig:
             client_secret=text("NAVERPAY_CLIENT_SECRET", base.client_secret),
             chain_id=_optional(environ.get("NAVERPAY_CHAIN_ID")),
             onetime_chain_id=_optional(environ.get("NAVERPAY_ONETIME_CHAIN_ID")),
+            onetime_partner_id=_optional(environ.get("NAVERPAY_ONETIME_PARTNER_ID")),
             connect_timeout=seconds("NAVERPAY_CONNECT_TIMEOUT", base.connect_timeout),
             read_timeout=seconds("NAVERPAY_READ_TIMEOUT", base.read_timeout),
             approval_timeout=seconds("NAVERPAY_APPROVAL_TIMEOUT", base.approval_timeout),

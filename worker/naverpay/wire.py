@@ -69,7 +69,7 @@ class Wire:
         self._long = httpx.Timeout(config.approval_timeout, connect=config.connect_timeout,
                                    pool=config.connect_timeout)
         self._http = httpx.Client(
-            base_url=f"{config.api_base}/{config.partner_id}/naverpay/payments/",
+            base_url=f"{config.api_base}/",
             headers={
                 "X-Naver-Client-Id": config.client_id,
                 "X-Naver-Client-Secret": config.client_secret,
@@ -126,8 +126,10 @@ class Wire:
         return self._interpret(api, response, data)
 
     def _build(self, api: Api, fields: Mapping[str, object], key: str | None) -> httpx.Request:
-        chain = self._config.effective_onetime_chain_id if api.onetime_chain else \
-            self._config.chain_id
+        config = self._config
+        chain = config.effective_onetime_chain_id if api.onetime else config.chain_id
+        partner = config.effective_onetime_partner_id if api.onetime else config.partner_id
+        path = f"{partner}/naverpay/payments/{api.path}"
         headers: dict[str, str] = {}
         if chain is not None:  # only group-type merchants have one; otherwise no header at all
             headers["X-NaverPay-Chain-Id"] = chain
@@ -136,10 +138,10 @@ class Wire:
         timeout = self._long if api.long_timeout else self._short
         present = {name: value for name, value in fields.items() if value is not None}
         if api.json_body:
-            return self._http.build_request("POST", api.path, json=present, headers=headers,
+            return self._http.build_request("POST", path, json=present, headers=headers,
                                             timeout=timeout)
         form = {name: str(value) for name, value in present.items()}
-        return self._http.build_request("POST", api.path, data=form, headers=headers,
+        return self._http.build_request("POST", path, data=form, headers=headers,
                                         timeout=timeout)
 
     def _read_capped(self, api: Api, response: httpx.Response) -> bytes:

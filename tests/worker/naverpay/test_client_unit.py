@@ -354,3 +354,33 @@ def test_client_is_a_context_manager_with_a_safe_repr() -> None:
                     "client_id='sandbox-client-id')")
     with pytest.raises(RuntimeError):
         client.cash_amount(payment_id="P")
+
+
+# -- partner id: NAVER issues separate ones for one-time and recurrent payments ----------------
+
+def test_onetime_apis_go_to_the_onetime_partner_id_and_recurrent_ones_do_not() -> None:
+    apply, cancel, approve = (CALLS_BY_METHOD[m] for m in
+                              ("apply_payment", "cancel_payment", "approve_payment"))
+    client, naver = make_client(ok(apply.body), ok(cancel.body), ok(cancel.body), ok(approve.body),
+                                onetime_partner_id="np_onetime")
+
+    apply.invoke(client)
+    cancel.invoke(client, onetime=True)
+    cancel.invoke(client)  # a cancel of a recurrent payment
+    approve.invoke(client)
+
+    assert [str(r.url) for r in naver.requests] == [
+        "https://naver.test/np_onetime/naverpay/payments/v2.2/apply/payment",
+        "https://naver.test/np_onetime/naverpay/payments/v1/cancel",
+        "https://naver.test/np_partner/naverpay/payments/v1/cancel",
+        "https://naver.test/np_partner/naverpay/payments/recurrent/pay/v3/approval",
+    ]
+
+
+def test_without_a_onetime_partner_id_onetime_apis_use_the_partner_id() -> None:
+    apply = CALLS_BY_METHOD["apply_payment"]
+    client, naver = make_client(ok(apply.body))
+
+    apply.invoke(client)
+
+    assert str(naver.last.url) == "https://naver.test/np_partner/naverpay/payments/v2.2/apply/payment"

@@ -86,3 +86,13 @@ def test_the_secret_is_not_in_repr_or_str() -> None:
     assert config.client_secret == SECRET
     assert SECRET not in repr(config) and SECRET not in str(config)
     assert "client_id='sandbox-client-id'" in repr(config)
+
+
+def test_the_onetime_partner_id_comes_from_the_environment_and_falls_back() -> None:
+    config = NaverPayConfig.from_env({"NAVERPAY_PARTNER_ID": "np_rec",
+                                      "NAVERPAY_ONETIME_PARTNER_ID": "np_one"})
+    assert (config.partner_id, config.effective_onetime_partner_id) == ("np_rec", "np_one")
+    alone = NaverPayConfig.from_env({"NAVERPAY_PARTNER_ID": "np_rec", "NAVERPAY_ONETIME_PARTNER_ID": " "})
+    assert (alone.onetime_partner_id, alone.effective_onetime_partner_id) == (None, "np_rec")
+    with pytest.raises(ValueError, match="onetime_partner_id must be None"):
+        NaverPayConfig(onetime_partner_id="")
