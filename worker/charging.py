@@ -67,7 +67,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -108,12 +108,19 @@ from worker.naverpay.errors import (
     customer_decline,
 )
 from worker.naverpay.results import PaymentDetail
+from worker.ratelimit import Grant, MerchantKey, RateLimited
 from worker.recording import attempt_values
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOTIFICATIONS = cast(Table, Notification.__table__)
 FINAL = frozenset(status.value for status in FINAL_CHARGE_STATUSES)
+
+
+class Limiter(Protocol):
+    """Asked for a slot before every NAVER call (``worker.ratelimit.RedisRateLimiter``)."""
+
+    def acquire(self, merchant: MerchantKey, max_wait: float | None = None) -> Grant | None: ...
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,8 @@ class ChargeEngine:
     # on can still land): a cancel ends an unknown charge only once this has passed.
     settle: timedelta | None = None
     rng: random.Random = field(default_factory=random.Random)
+    # The global rate limit toward NAVER (``worker.ratelimit``; None: off, the default).
+    limiter: Limiter | None = None
 
     @property
     def stall_delays(self) -> tuple[float, float]:
@@ -454,6 +463,7 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
             if kind == "approve" and not active:
                 raise _NotActive
         run.commit()
+        _throttle(run)  # after the commit: never wait inside a transaction
         tries += 1
         run.out.calls += 1
         run.active = None  # the next call that could move money reads the status again
@@ -467,6 +477,22 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
         return result
 
     return retrying(once)
+
+
+def _throttle(run: _Run) -> None:
+    """Wait for the merchant's slot under the global rate limit (if one is set), at most the
+    run's remaining time; a slot further away (or, failing closed, no Redis) stops the run
+    before the call: the charge stays where it is and the walk brings it back then."""
+    engine = run.engine
+    if engine.limiter is None:
+        return
+    left = (engine.run_limit - (engine.clock() - run.started)).total_seconds()
+    try:
+        engine.limiter.acquire(run.merchant, max_wait=left)
+    except RateLimited as exc:
+        log.info("charge %s: %s", run.charge.id, exc)
+        delay = timedelta(seconds=exc.retry_after * engine.rng.uniform(1.0, 1.2))
+        raise _Stop(resume_at=engine.clock() + delay) from exc
 
 
 def _in_bounds(run: _Run) -> bool:
