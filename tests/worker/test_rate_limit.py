@@ -116,7 +116,7 @@ def test_settings_from_the_environment():
                        ({"NAVERPAY_RATE_LIMITS": "a5"}, "NAVERPAY_RATE_LIMITS"),
                        ({"NAVERPAY_RATE_LIMIT_BURST": "0"}, "NAVERPAY_RATE_LIMIT_BURST"),
                        ({"NAVERPAY_RATE_LIMIT_SCOPE": "shop"}, "NAVERPAY_RATE_LIMIT_SCOPE"),
-                       ({"NAVERPAY_RATE_LIMIT_ON_REDIS_ERROR": "maybe"}, "NAVERPAY_RATE_LIMIT_ON_REDIS_ERROR")]:
+                       ({"NAVERPAY_RATE_LIMIT_ON_REDIS_ERROR": "maybe"}, "ON_REDIS_ERROR")]:
         with pytest.raises(ValueError, match=named):
             RateLimitConfig.from_env(bad)
 
