@@ -36,7 +36,8 @@ from tests.processes import Processes, wait_for  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=40.0, help="NAVERPAY_RATE_LIMIT, calls/s")
     parser.add_argument("--subscriptions", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
