@@ -95,9 +95,16 @@ def due_rows(now: datetime) -> Select[Any]:
         Subscription.next_charge_at)
 
 
+OnBatch = Callable[[list[int]], None]
+
+
 def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
-             config: WalkConfig) -> BatchResult:
-    """Decide every row ``rows`` selects, batch by batch, each batch its own transaction."""
+             config: WalkConfig, on_batch: OnBatch | None = None) -> BatchResult:
+    """Decide every row ``rows`` selects, batch by batch, each batch its own transaction.
+    ``on_batch`` gets each batch's new charge ids right after its commit (the walk task
+    enqueues them there, so the first charges run while the walk goes on); it never raises
+    into the walk: a failure is logged, and the charges are found again once their lease
+    passes."""
     total = BatchResult()
     for _ in range(MAX_BATCHES):
         try:
@@ -108,6 +115,12 @@ def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
             with sessions.begin() as session:
                 result = _batch(session, rows(now), now, config, isolate=True)
         total.add(result)
+        if on_batch is not None and result.new_charge_ids:
+            try:
+                on_batch(result.new_charge_ids)
+            except Exception:  # noqa: BLE001 - committed charges come back after their lease
+                log.exception("enqueueing %d new charges failed; the walk takes them again after "
+                              "their lease", len(result.new_charge_ids))
         if result.rows < config.batch_size:
             break
     return total
