@@ -54,7 +54,12 @@ def merchant_pay_id(subscription_id: int, cycle_at: datetime) -> str:
     """Unique per (subscription, cycle) by construction: the subscription id is unique and
     a cron cycle is a whole second (UTC). ``NPB-`` cannot be mistaken for the older
     ``NPB<hex digest>-`` ids, so new rows never collide with rows made before."""
-    return f"NPB-{subscription_id}-{cycle_at:%Y%m%d%H%M%S}"
+    return f"NPB-{subscription_id}-{_stamp(cycle_at)}"
+
+
+@lru_cache(maxsize=4096)
+def _stamp(cycle_at: datetime) -> str:
+    return f"{cycle_at:%Y%m%d%H%M%S}"
 
 
 def decide(sub: Subscription, now: datetime, *, missed_grace: timedelta, max_cycles: int) -> Decision:
