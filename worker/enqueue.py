@@ -79,11 +79,19 @@ def enqueue_tasks(app: Celery, task: Task, ids: Sequence[int], chunk: int = 2000
         for one in ids:
             task.apply_async((one,))
         return len(ids)
-    queue, origin = app.conf.task_default_queue, anon_nodename()
+    template = task_message(app, task, (0,))  # the constant fields, looked up once
+    queue = app.conf.task_default_queue
+    headers, properties = template["headers"], template["properties"]
     client = _client(url)
     for start in range(0, len(ids), chunk):
         pipe = client.pipeline(transaction=False)
         for one in ids[start:start + chunk]:
-            pipe.lpush(queue, json.dumps(task_message(app, task, (one,), origin=origin)))
+            task_id = str(uuid.uuid4())
+            body = json.dumps([[one], {}, EMBED]).encode()
+            message = {**template, "body": base64.b64encode(body).decode(),
+                       "headers": {**headers, "id": task_id, "root_id": task_id, "argsrepr": f"({one!r},)"},
+                       "properties": {**properties, "correlation_id": task_id,
+                                      "delivery_tag": str(uuid.uuid4())}}
+            pipe.lpush(queue, json.dumps(message))
         pipe.execute()
     return len(ids)

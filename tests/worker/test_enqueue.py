@@ -45,5 +45,6 @@ def test_enqueue_sends_one_message_per_id_in_order(redis_service):
     messages = [json.loads(m) for m in reversed(client.lrange("celery", 0, -1))]  # BRPOP order
     assert [json.loads(base64.b64decode(m["body"]))[0] for m in messages] == [[5], [6], [7]]
     assert len({m["headers"]["id"] for m in messages}) == 3
+    assert [_flat(m) for m in messages] == [_flat(task_message(app, charge, (v,))) for v in (5, 6, 7)]
     assert {m["headers"]["task"] for m in messages} == {"worker.charge"}
     assert enqueue_tasks(app, charge, [], url=redis_service.url) == 0
