@@ -45,6 +45,17 @@ from tests.conftest import Database  # noqa: E402
 from tests.processes import Processes, wait_for  # noqa: E402
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (prefork pool processes), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid, *(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    for one in pids:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +68,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the workers (e.g. BILLING_TASK_EVENTS=0)")
     args = parser.parse_args()
     n = args.subscriptions
     print(f"bench_e2e: {vars(args)}; load average {os.getloadavg()}", flush=True)
@@ -66,7 +79,8 @@ def main() -> None:
            else f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}")
     db = Database(url)
     procs = Processes({"DATABASE_URL": url, "CELERY_BROKER_URL": redis.url,
-                       "NAVERPAY_API_BASE": sandbox.url, "BILLING_WALK_INTERVAL": "1"})
+                       "NAVERPAY_API_BASE": sandbox.url, "BILLING_WALK_INTERVAL": "1",
+                       **dict(item.split("=", 1) for item in args.env)})
     try:
         if args.latency_ms:
             httpx.post(f"{sandbox.url}/_sandbox/faults", json={"latencyMs": args.latency_ms},
@@ -114,12 +128,14 @@ def main() -> None:
                     if p["state"] == "APPROVED" and str(p["recurrentId"]).endswith("E2E001")]
         assert len(approved) == n == len({p["paymentId"] for p in approved}), len(approved)
         overall = n / elapsed
+        worker_cpu = sum(cpu_seconds(procs.procs[name].pid) for name in workers)
         print(f"billing: db={'postgresql' if pg else 'sqlite'} pool={args.pool} in flight={in_flight} "
               f"({len(workers)} worker process(es)) latency={args.latency_ms}ms N={n}: {elapsed:.1f} s "
               f"= {overall:.0f} charges/s overall, {steady:.0f} charges/s steady; first approval "
               f"{(approved_at[0] - inserted_at).total_seconds():.1f} s after the insert, median "
               f"{statistics.median((a - inserted_at).total_seconds() for a in approved_at):.1f} s; "
-              f"ledger: {len(approved)} approved, no duplicates")
+              f"ledger: {len(approved)} approved, no duplicates; worker CPU {worker_cpu:.1f} s "
+              f"= {worker_cpu / elapsed:.2f} cores, {1000 * worker_cpu / n:.1f} ms per charge")
         if ceiling:
             print(f"ratio (goal 2, >= 0.5): billing / ceiling = {overall / ceiling:.2f} overall, "
                   f"{steady / ceiling:.2f} steady")
