@@ -463,7 +463,11 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
             if kind == "approve" and not active:
                 raise _NotActive
         run.commit()
-        _throttle(run)  # after the commit: never wait inside a transaction
+        if _throttle(run) and kind == "approve":  # after the commit: never wait in a transaction
+            # Waited for a slot: cancel wins over the wait as over a retry.
+            if not run.checkpoint():
+                raise _NotActive
+            run.commit()
         tries += 1
         run.out.calls += 1
         run.active = None  # the next call that could move money reads the status again
@@ -479,20 +483,22 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
     return retrying(once)
 
 
-def _throttle(run: _Run) -> None:
+def _throttle(run: _Run) -> bool:
     """Wait for the merchant's slot under the global rate limit (if one is set), at most the
     run's remaining time; a slot further away (or, failing closed, no Redis) stops the run
-    before the call: the charge stays where it is and the walk brings it back then."""
+    before the call: the charge stays where it is and the walk brings it back then. Whether
+    it waited (the caller reads the subscription's status again before an approval)."""
     engine = run.engine
     if engine.limiter is None:
-        return
+        return False
     left = (engine.run_limit - (engine.clock() - run.started)).total_seconds()
     try:
-        engine.limiter.acquire(run.merchant, max_wait=left)
+        grant = engine.limiter.acquire(run.merchant, max_wait=left)
     except RateLimited as exc:
         log.info("charge %s: %s", run.charge.id, exc)
         delay = timedelta(seconds=exc.retry_after * engine.rng.uniform(1.0, 1.2))
         raise _Stop(resume_at=engine.clock() + delay) from exc
+    return grant is not None and grant.wait > 0
 
 
 def _in_bounds(run: _Run) -> bool:

@@ -164,6 +164,24 @@ def test_a_slot_too_far_away_stops_the_run_before_the_call_and_the_charge_ends_o
     assert len(world.sandbox.approved(rid)) == 1
 
 
+def test_a_cancel_during_the_wait_for_a_slot_wins_over_the_approval(world, redis_service):
+    rid = world.subscribe()
+    charge_id = world.due_charge()
+
+    def cancel_while_waiting(seconds: float) -> None:
+        world.sleeps(seconds)
+        world.db.sql("UPDATE subscriptions SET status = 'canceled'")
+
+    limiter = RedisRateLimiter(config(redis_service.url, default=Limit(1)), sleep=cancel_while_waiting)
+    with_limiter(world, limiter)
+    out = process_charge(world.engine, charge_id, "test")
+    # Reserved at once; the approval waited for its slot, saw the cancel, and was never sent;
+    # history (after its own wait) shows no approval, so the charge is canceled.
+    assert world.sandbox.approved(rid) == []
+    assert [kind for kind, _, _ in world.attempts(charge_id)] == ["reserve", "history"]
+    assert out.status == "canceled" and len(world.sleeps.calls) == 2
+
+
 def unreachable() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"
 
