@@ -35,7 +35,11 @@ Money rules kept here:
 * cancel wins: the subscription's status is read before every NAVER call that could move
   money (each try of an approval included), and nothing is approved for a subscription that
   is not active;
-* only NAVER's answers about the customer's means consume an attempt; our own faults hold.
+* only NAVER's answers about the customer's means consume an attempt; our own faults hold;
+* with a global rate limit (``worker.ratelimit``, off by default) every NAVER call first takes
+  a slot, after the commit that announces it: a slot too far away (or no Redis, failing
+  closed) stops the run before the call, nothing consumed; an approval that waited for its
+  slot reads the subscription's status again (cancel wins over the wait).
 
 Transactions (issue 8: a charge costs a few milliseconds of CPU, not tens). A run keeps one
 transaction open and commits it right before each NAVER call and at its end; the row of each
