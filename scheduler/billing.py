@@ -16,6 +16,13 @@ One batch (``batch_size`` rows, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) is one
    that exists is skipped and logged, never an abort;
 3. if the database still refuses the batch (any other error), the transaction is rolled back
    and the batch redone one row per savepoint; a row the database refuses is marked invalid.
+
+Speed (issue 8, the month-start spike): the common batch reads its rows with Core into plain
+objects that the same decisions read and write, then writes the subscriptions with one
+``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group) and
+the charges with the one INSERT; the savepoint redo (step 3) loads ORM objects as before.
+``run_step``'s ``on_batch`` receives each batch's new charge ids right after its commit (the
+walk task enqueues them there).
 """
 
 from __future__ import annotations
