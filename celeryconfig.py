@@ -26,9 +26,10 @@ task_soft_time_limit = int(os.environ.get("BILLING_TASK_SOFT_TIME_LIMIT", "240")
 task_time_limit = int(os.environ.get("BILLING_TASK_TIME_LIMIT", "300"))
 timezone = "UTC"
 enable_utc = True
-# Events for Flower.
-worker_send_task_events = True
-task_send_sent_event = True
+# Events for Flower (BILLING_TASK_EVENTS=0 turns them off: three Redis publishes per task, a
+# noticeable share of a charge's CPU at hundreds of charges per second; see bench/RESULTS.md).
+worker_send_task_events = os.environ.get("BILLING_TASK_EVENTS", "1") != "0"
+task_send_sent_event = worker_send_task_events
 worker_hijack_root_logger = False
 # The walk's beat entry (never one entry per subscription); issue 9's two are below.
 beat_schedule = {

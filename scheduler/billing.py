@@ -19,6 +19,13 @@ One batch (``batch_size`` rows, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) is one
    that exists is skipped and logged, never an abort;
 3. if the database still refuses the batch (any other error), the transaction is rolled back
    and the batch redone one row per savepoint; a row the database refuses is marked invalid.
+
+Speed (issue 8, the month-start spike): the common batch reads its rows with Core into plain
+objects that the same decisions read and write, then writes the subscriptions with one
+``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group) and
+the charges with the one INSERT; the savepoint redo (step 3) loads ORM objects as before.
+``run_step``'s ``on_batch`` receives each batch's new charge ids right after its commit (the
+walk task enqueues them there).
 """
 
 from __future__ import annotations
@@ -27,13 +34,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, ChargeStatus, PriceChange, Subscription
+from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription
 from models import SubscriptionStatus as SS
 from scheduler import consenting
 from scheduler.planning import Decision, decide, merchant_pay_id
@@ -100,9 +107,16 @@ def due_rows(now: datetime) -> Select[Any]:
         Subscription.next_charge_at)
 
 
+OnBatch = Callable[[list[int]], None]
+
+
 def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
-             config: WalkConfig) -> BatchResult:
-    """Decide every row ``rows`` selects, batch by batch, each batch its own transaction."""
+             config: WalkConfig, on_batch: OnBatch | None = None) -> BatchResult:
+    """Decide every row ``rows`` selects, batch by batch, each batch its own transaction.
+    ``on_batch`` gets each batch's new charge ids right after its commit (the walk task
+    enqueues them there, so the first charges run while the walk goes on); it never raises
+    into the walk: a failure is logged, and the charges are found again once their lease
+    passes."""
     total = BatchResult()
     for _ in range(MAX_BATCHES):
         try:
@@ -113,6 +127,12 @@ def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
             with sessions.begin() as session:
                 result = _batch(session, rows(now), now, config, isolate=True)
         total.add(result)
+        if on_batch is not None and result.new_charge_ids:
+            try:
+                on_batch(result.new_charge_ids)
+            except Exception:  # noqa: BLE001 - committed charges come back after their lease
+                log.exception("enqueueing %d new charges failed; the walk takes them again after "
+                              "their lease", len(result.new_charge_ids))
         if result.rows < config.batch_size:
             break
     return total
@@ -142,18 +162,36 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
            *, isolate: bool) -> BatchResult:
     # SKIP LOCKED: concurrent walks on PostgreSQL take disjoint rows; ignored on SQLite,
     # where BEGIN IMMEDIATE serialises writers anyway.
-    locked = query.limit(config.batch_size).with_for_update(skip_locked=True, of=Subscription)
-    subs = session.scalars(locked).unique().all()
-    result = BatchResult(rows=len(subs))
     if isolate:
+        locked = query.limit(config.batch_size).with_for_update(skip_locked=True, of=Subscription)
+        subs = session.scalars(locked).unique().all()
+        result = BatchResult(rows=len(subs))
         for sub in subs:
             _one_in_savepoint(session, sub, now, config, result)
         return result
-    decided = [(sub, _decide(sub, now, config)) for sub in subs]
+    # The common case, in Core (a month-start spike is 100,000 of these rows): the same query's
+    # rows as plain objects, every decision made in Python as above (the consent gate included),
+    # then one UPDATE per group of rows written alike and one INSERT of the charges.
+    conn = session.connection()
+    light = (query.with_only_columns(*_SUB_COLUMNS, *_MERCHANT_COLUMNS)
+             .select_from(_SUBSCRIPTIONS.outerjoin(_MERCHANTS,
+                                                   _MERCHANTS.c.id == _SUBSCRIPTIONS.c.merchant_id))
+             .limit(config.batch_size).with_for_update(skip_locked=True, of=_SUBSCRIPTIONS))
+    rows = [_Row(r) for r in conn.execute(light)]
+    result = BatchResult(rows=len(rows))
+    decided = [(cast(Subscription, row), _decide(cast(Subscription, row), now, config)) for row in rows]
     changes = consenting.open_changes(session, [sub.id for sub, d in decided if _gated(sub, d)])
     charge_rows: list[dict[str, Any]] = []
     for sub, decision in decided:
         charge_rows += _apply(session, sub, decision, changes.get(sub.id, []), now, config, result)
+    # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN.
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        written = row.written()
+        if written != row.loaded:
+            groups.setdefault(written, []).append(row.id)
+    for written, ids in groups.items():
+        conn.execute(_UPDATE_SUBSCRIPTIONS, {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
     _insert(session, charge_rows, result)
     return result
 
@@ -161,6 +199,59 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
 def _gated(sub: Subscription, decision: Decision) -> bool:
     """Whether the consent gate needs this row's open price changes (one query per batch)."""
     return sub.agreed_amount is None or any(reason is None for _, reason in decision.cycles)
+
+
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
+_MERCHANTS = cast(Table, Merchant.__table__)
+# What the walk's decisions write (planning, validation, the consent gate: amounts, agreed
+# amount, a pause; the upcoming notice) and read. A column missing here would be an
+# AttributeError on ``_Row`` (its __slots__): tests/scheduler run every path through both.
+_WRITTEN = ("next_charge_at", "updated_at", "last_error", "seen_status", "scheduled_cron",
+            "scheduled_timezone", "status", "amount", "tax_free_amount", "agreed_amount",
+            "upcoming_notice_at")
+_READ = ("id", "merchant_id", "recurrent_id", "merchant_user_id", "product_code", "product_name",
+         "cron", "timezone", "trial_ends_at")
+_OWN = (*_READ, *_WRITTEN)
+_SUB_COLUMNS = [_SUBSCRIPTIONS.c[name] for name in _OWN]
+_MERCHANT_FIELDS = ("id", "name", "retry_delays", "max_attempts", "retryable_codes",
+                    "min_cycle_interval", "missed_cycles", "consent_missing", "upcoming_notice_days")
+_MERCHANT_COLUMNS = [_MERCHANTS.c[name].label(f"m_{name}") for name in _MERCHANT_FIELDS]
+_BINDS = tuple(f"b_{name}" for name in _WRITTEN)
+_UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
+                         .where(_SUBSCRIPTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
+                         .values({name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type)
+                                  for name in _WRITTEN}))
+
+
+class _Merchant:
+    """The merchant columns the walk's decisions read."""
+
+    __slots__ = _MERCHANT_FIELDS
+
+    def __init__(self, values: Any) -> None:
+        for name, value in zip(_MERCHANT_FIELDS, values, strict=True):
+            setattr(self, name, value)
+
+
+class _Row:
+    """A subscription row as the walk's decisions read and write it (``planning.decide``,
+    ``validation.problems`` and ``_apply`` take it for a ``Subscription``): its columns, its
+    merchant (None: no such merchant row), and what ``_apply`` wrote."""
+
+    __slots__ = (*_READ, *_WRITTEN, "merchant", "loaded")
+    id: int
+
+    def __init__(self, row: Any) -> None:
+        values = tuple(row)  # in the order of _SUB_COLUMNS, then _MERCHANT_COLUMNS
+        for name, value in zip(_OWN, values, strict=False):
+            setattr(self, name, value)
+        merchant = values[len(_OWN):]
+        self.merchant = _Merchant(merchant) if merchant[0] is not None else None
+        self.loaded = values[len(_READ):len(_OWN)]
+
+    def written(self) -> tuple[Any, ...]:
+        """The columns ``_apply`` may write, as they are now."""
+        return tuple(getattr(self, name) for name in _WRITTEN)
 
 
 def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from models import MissedCycles, Subscription
 from models import SubscriptionStatus as SS
@@ -53,7 +54,12 @@ def merchant_pay_id(subscription_id: int, cycle_at: datetime) -> str:
     """Unique per (subscription, cycle) by construction: the subscription id is unique and
     a cron cycle is a whole second (UTC). ``NPB-`` cannot be mistaken for the older
     ``NPB<hex digest>-`` ids, so new rows never collide with rows made before."""
-    return f"NPB-{subscription_id}-{cycle_at:%Y%m%d%H%M%S}"
+    return f"NPB-{subscription_id}-{_stamp(cycle_at)}"
+
+
+@lru_cache(maxsize=4096)
+def _stamp(cycle_at: datetime) -> str:
+    return f"{cycle_at:%Y%m%d%H%M%S}"
 
 
 def decide(sub: Subscription, now: datetime, *, missed_grace: timedelta, max_cycles: int) -> Decision:
@@ -63,14 +69,28 @@ def decide(sub: Subscription, now: datetime, *, missed_grace: timedelta, max_cyc
         return Decision(problems=tuple(reasons))
     why = reschedule_reason(sub)
     if why:
-        return Decision(next_charge_at=next_cycle(sub.cron, sub.timezone, now), rescheduled=why)
+        return Decision(next_charge_at=_next_cycle(sub.cron, sub.timezone, now), rescheduled=why)
     assert sub.next_charge_at is not None  # reschedule_reason covers NULL
     if sub.next_charge_at > now:
         return Decision(next_charge_at=sub.next_charge_at)
-    cycles, following = due_cycles(sub.cron, sub.timezone, sub.next_charge_at, now, max_cycles)
+    cycles, following = _due_cycles(sub.cron, sub.timezone, sub.next_charge_at, now, max_cycles)
     plan = plan_cycles(cycles, complete=following > now, rule=sub.merchant.missed_cycles,
                        cutoff=now - missed_grace)
     return Decision(next_charge_at=following, cycles=tuple(plan))
+
+
+# Cycle math is pure, and a month-start spike asks the same question of every row (one cron,
+# one zone, one due instant, one walk's now): croniter runs once per distinct question.
+@lru_cache(maxsize=4096)
+def _next_cycle(cron: str, tz: str, after: datetime) -> datetime:
+    return next_cycle(cron, tz, after)
+
+
+@lru_cache(maxsize=4096)
+def _due_cycles(cron: str, tz: str, first: datetime, now: datetime,
+                limit: int) -> tuple[tuple[datetime, ...], datetime]:
+    due, following = due_cycles(cron, tz, first, now, limit)
+    return tuple(due), following
 
 
 def reschedule_reason(sub: Subscription) -> str | None:

@@ -10,6 +10,7 @@ it must refuse (a refusal would hold the charge; see worker/charging.py).
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 
 from models import Merchant, Subscription
 from scheduler.cycles import CycleError, parse_zone, schedule_problem, validate_cron
@@ -27,17 +28,25 @@ MAX_LENGTH = {"recurrent_id": 64, "merchant_user_id": 100, "product_name": 128}
 
 def merchant_problems(merchant: Merchant) -> list[str]:
     """What is wrong with a merchant's policy columns."""
+    found = _policy_problems(merchant.retry_delays, merchant.max_attempts, merchant.retryable_codes,
+                             merchant.min_cycle_interval)
+    return [f"merchant {merchant.id} ({merchant.name}): {problem}" for problem in found]
+
+
+@lru_cache(maxsize=1024)
+def _policy_problems(retry_delays: str | None, max_attempts: int | None, retryable_codes: str | None,
+                     min_cycle_interval: str | None) -> tuple[str, ...]:
+    """Pure in the columns, and asked for every due row: parsed once per distinct policy."""
     found: list[str] = []
     try:
-        RetryPolicy.from_columns(merchant.retry_delays, merchant.max_attempts,
-                                 merchant.retryable_codes)
+        RetryPolicy.from_columns(retry_delays, max_attempts, retryable_codes)
     except PolicyError as exc:
         found.append(str(exc))
     try:
-        parse_interval(merchant.min_cycle_interval or DEFAULT_MIN_CYCLE_INTERVAL)
+        parse_interval(min_cycle_interval or DEFAULT_MIN_CYCLE_INTERVAL)
     except PolicyError as exc:
         found.append(str(exc))
-    return [f"merchant {merchant.id} ({merchant.name}): {problem}" for problem in found]
+    return tuple(found)
 
 
 def limit_problems(subscription: Subscription) -> list[str]:

@@ -86,16 +86,24 @@ class WalkReport(BatchResult):
 
 
 Step = Callable[[sessionmaker[Session], datetime, WalkConfig, WalkReport], None]
+OnBatch = Callable[[list[int]], None]
 
 
 DEFAULT_CONFIG = WalkConfig()
 
 
-def walk(sessions: sessionmaker[Session], now: datetime, config: WalkConfig = DEFAULT_CONFIG) -> WalkReport:
-    """One pass over the database; see the module docstring. Never raises."""
+def walk(sessions: sessionmaker[Session], now: datetime, config: WalkConfig = DEFAULT_CONFIG,
+         on_new_charges: OnBatch | None = None) -> WalkReport:
+    """One pass over the database; see the module docstring. Never raises.
+
+    ``on_new_charges``, if given, is called with each batch's new charge ids right after the
+    batch commits (the walk task enqueues them there); they are in ``new_charge_ids`` too."""
     report = WalkReport()
     for name, step in STEPS:
         try:
+            if name == "due" and on_new_charges is not None:
+                report.add(billing.run_step(sessions, billing.due_rows, now, config, on_new_charges))
+                continue
             step(sessions, now, config, report)
         except Exception as exc:  # noqa: BLE001 - one failing step never stops the others
             log.exception("walk step %r failed; the other steps still run", name)

@@ -19,7 +19,9 @@ export FLOWER_PORT="${FLOWER_PORT:-5555}"
 export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:npay-billing}"
 export METRICS_PORT="${METRICS_PORT:-9808}"
 export WEB_PORT="${WEB_PORT:-8060}"
-export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
+# Threads: charges wait on NAVER, not on our CPU (README "Which pool"; bench/RESULTS.md).
+export WORKER_POOL="${WORKER_POOL:-threads}"
+export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-16}"
 export SANDBOX_ARGS="${SANDBOX_ARGS:---auto-register}"
 # No chain id by default: NAVER issues one to group-type merchants only, and without
 # NAVERPAY_CHAIN_ID the worker sends no X-NaverPay-Chain-Id header. To try a group-type

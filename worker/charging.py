@@ -41,7 +41,11 @@ Money rules kept here:
 * cancel wins: the subscription's status is read before every NAVER call that could move
   money (each try of an approval included), and nothing is approved for a subscription that
   is not active;
-* only NAVER's answers about the customer's means consume an attempt; our own faults hold.
+* only NAVER's answers about the customer's means consume an attempt; our own faults hold;
+* with a global rate limit (``worker.ratelimit``, off by default) every NAVER call first takes
+  a slot, after the commit that announces it: a slot too far away (or no Redis, failing
+  closed) stops the run before the call, nothing consumed; an approval that waited for its
+  slot reads the subscription's status again (cancel wins over the wait).
 
 Transactions (issue 8: a charge costs a few milliseconds of CPU, not tens). A run keeps one
 transaction open and commits it right before each NAVER call and at its end; the row of each
@@ -73,7 +77,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -115,6 +119,7 @@ from worker.naverpay.errors import (
     customer_decline,
 )
 from worker.naverpay.results import PaymentDetail
+from worker.ratelimit import Grant, MerchantKey, RateLimited
 from worker.recording import attempt_values
 from worker.registration_sync import end_subscription, registration_state
 
@@ -124,6 +129,12 @@ NOTIFICATIONS = cast(Table, Notification.__table__)
 FINAL = frozenset(status.value for status in FINAL_CHARGE_STATUSES)
 TIME_EXPIRED = "TimeExpired"  # the reservation outlived NAVER's window: ours to redo, no decline
 RESERVE_AGAIN_LIMIT = 3  # key rounds of one attempt that may reserve again before a hold
+
+
+class Limiter(Protocol):
+    """Asked for a slot before every NAVER call (``worker.ratelimit.RedisRateLimiter``)."""
+
+    def acquire(self, merchant: MerchantKey, max_wait: float | None = None) -> Grant | None: ...
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,8 @@ class ChargeEngine:
     # on can still land): a cancel ends an unknown charge only once this has passed.
     settle: timedelta | None = None
     rng: random.Random = field(default_factory=random.Random)
+    # The global rate limit toward NAVER (``worker.ratelimit``; None: off, the default).
+    limiter: Limiter | None = None
 
     @property
     def stall_delays(self) -> tuple[float, float]:
@@ -470,6 +483,11 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
             if kind == "approve" and not active:
                 raise _NotActive
         run.commit()
+        if _throttle(run) and kind == "approve":  # after the commit: never wait in a transaction
+            # Waited for a slot: cancel wins over the wait as over a retry.
+            if not run.checkpoint():
+                raise _NotActive
+            run.commit()
         tries += 1
         run.out.calls += 1
         run.active = None  # the next call that could move money reads the status again
@@ -483,6 +501,24 @@ def _call(run: _Run, kind: str, key: str | None, fn: Callable[[], T], retrying: 
         return result
 
     return retrying(once)
+
+
+def _throttle(run: _Run) -> bool:
+    """Wait for the merchant's slot under the global rate limit (if one is set), at most the
+    run's remaining time; a slot further away (or, failing closed, no Redis) stops the run
+    before the call: the charge stays where it is and the walk brings it back then. Whether
+    it waited (the caller reads the subscription's status again before an approval)."""
+    engine = run.engine
+    if engine.limiter is None:
+        return False
+    left = (engine.run_limit - (engine.clock() - run.started)).total_seconds()
+    try:
+        grant = engine.limiter.acquire(run.merchant, max_wait=left)
+    except RateLimited as exc:
+        log.info("charge %s: %s", run.charge.id, exc)
+        delay = timedelta(seconds=exc.retry_after * engine.rng.uniform(1.0, 1.2))
+        raise _Stop(resume_at=engine.clock() + delay) from exc
+    return grant is not None and grant.wait > 0
 
 
 def _in_bounds(run: _Run) -> bool:

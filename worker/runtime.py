@@ -22,6 +22,7 @@ from worker.charging import ChargeEngine
 from worker.naverpay.client import NaverPayClient
 from worker.naverpay.config import NaverPayConfig
 from worker.notify import EmailSender, Sender, WebhookSender
+from worker.ratelimit import limiter_from_env
 from worker.refunds import RefundEngine
 from worker.settings import Settings
 
@@ -96,7 +97,8 @@ class Runtime:
         are built once)."""
         if self._charge_engine is None:
             self._charge_engine = ChargeEngine(sessions=self.sessions, client_for=self.client_for,
-                                               clock=utcnow, sleep=time.sleep, lease=self.settings.lease)
+                                               clock=utcnow, sleep=time.sleep, lease=self.settings.lease,
+                                               limiter=limiter_from_env())
         return self._charge_engine
 
     def refund_engine(self) -> RefundEngine:

@@ -19,6 +19,7 @@ from scheduler.walk import walk
 from worker import consent, metrics
 from worker.app import app
 from worker.charging import ChargeOutcome, process_charge
+from worker.enqueue import enqueue_tasks
 from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
@@ -43,7 +44,13 @@ def walk_task() -> dict[str, int]:
     """Beat's one entry: walk the subscriptions table and enqueue what is due."""
     rt = runtime()
     now = utcnow()
-    report = walk(rt.sessions, now, rt.settings.walk)
+    sent: list[int] = []  # due charges, enqueued batch by batch as the walk commits them
+
+    def enqueue_batch(ids: list[int]) -> None:
+        enqueue_tasks(app, charge, ids)
+        sent.extend(ids)
+
+    report = walk(rt.sessions, now, rt.settings.walk, on_new_charges=enqueue_batch)
     metrics.WALKS.inc()
     cancels: list[int] = []
     surfaced = 0
@@ -57,12 +64,13 @@ def walk_task() -> dict[str, int]:
     refund_ids = _walk_refunds(rt, now)
     # Consent rule: price-change and upcoming-charge notices, consent_held alerts (outbox).
     notices = consent.after_walk(rt.sessions, now, rt.settings.consent, rt.settings.walk.batch_size)
+    sent_set = set(sent)
     for reason, ids in (("new", report.new_charge_ids), ("retry", report.retry_charge_ids),
                         ("held", report.held_charge_ids), ("stuck", report.stuck_charge_ids),
                         ("consent", report.consent_resumed_ids)):
         metrics.WALK_ENQUEUED.labels(reason=reason).inc(len(ids))
-        for charge_id in ids:
-            charge.delay(charge_id)
+        # One pipeline per kind (worker.enqueue); what went out batch by batch is not sent again.
+        enqueue_tasks(app, charge, [i for i in ids if i not in sent_set] if reason == "new" else ids)
     for subscription_id in [*report.revoking_subscription_ids, *cancels]:
         expire_subscription.delay(subscription_id)
     for notification_id in [*report.notification_ids, *notices]:
