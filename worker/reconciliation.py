@@ -5,7 +5,7 @@
 
     run row (running), committed first: a crash leaves a trace
       -> NAVER history of the day, [D 00:00:00, D 23:59:59] KST, page by page
-         (windows of at most 31 days, short tenacity retries of transient errors)
+         (worker.reconcile_history: windows of at most 31 days, retried transient errors)
       -> compare (worker.reconcile_match): rows -> charges by paymentId, else merchantPayKey;
          charges that succeeded that day (approved_at in [D 00:00, D+1 00:00) KST) and are
          missing from the day -> their own history by paymentId (the day boundary: NAVER and
