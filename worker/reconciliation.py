@@ -5,7 +5,7 @@
 
     run row (running), committed first: a crash leaves a trace
       -> NAVER history of the day, [D 00:00:00, D 23:59:59] KST, page by page
-         (windows of at most 31 days, short tenacity retries of transient errors)
+         (worker.reconcile_history: windows of at most 31 days, retried transient errors)
       -> compare (worker.reconcile_match): rows -> charges by paymentId, else merchantPayKey;
          charges that succeeded that day (approved_at in [D 00:00, D+1 00:00) KST) and are
          missing from the day -> their own history by paymentId (the day boundary: NAVER and
@@ -36,16 +36,15 @@ from typing import Any
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from models import Charge, ChargeAttempt, Merchant, ReconciliationItem, ReconciliationRun, Subscription
 from worker import metrics, notify
 from worker.charge_store import last_approval_at
 from worker.charging import ChargeEngine, process_charge
 from worker.naverpay.client import NaverPayClient
-from worker.naverpay.errors import TransientError
-from worker.naverpay.kst import KST, MAX_WINDOW
+from worker.naverpay.kst import KST
 from worker.naverpay.results import PaymentDetail
+from worker.reconcile_history import fetch_history
 from worker.reconcile_match import (
     Finding,
     Kind,
@@ -175,7 +174,9 @@ def reconcile_day(rec: Reconciler, day: date, merchant_id: int = 1) -> RunReport
         s.expunge(merchant)
     try:
         client = rec.engine.client_for(merchant)
-        rows = fetch_history(rec, client, *day_window(day))
+        rows = fetch_history(client, *day_window(day), rows_per_page=rec.rows_per_page,
+                             progress=rec.progress, tries=rec.naver_tries, sleep=rec.engine.sleep,
+                             backoff_max=rec.engine.backoff_max)
         report.naver_rows = len(rows)
         findings = _compare(rec, client, report, rows)
         report.findings = [_repair(rec, report, f) for f in findings]
@@ -185,47 +186,6 @@ def reconcile_day(rec: Reconciler, day: date, merchant_id: int = 1) -> RunReport
         report.status, report.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
     _finish(rec, report)
     return report
-
-
-# --- NAVER's side -----------------------------------------------------------------------------
-
-def fetch_history(rec: Reconciler, client: NaverPayClient, start: datetime,
-                  end: datetime) -> list[PaymentDetail]:
-    """Every history row with ``start <= admission time < end``, in windows of at most 31 days
-    (NAVER's rule; its times have whole seconds, so a window ends one second before the next
-    begins), page by page; a row seen twice (rows shifting between pages) is kept once."""
-    seen: dict[tuple[Any, ...], PaymentDetail] = {}
-    for lo, hi in windows(start, end):
-        for row in _pages(rec, client, lo, hi):
-            key = (row.payment_id, row.pay_hist_id, row.admission_type_code, row.admission_ymdt,
-                   row.total_pay_amount)
-            seen.setdefault(key, row)
-    return list(seen.values())
-
-
-def windows(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-    """``[start, end)`` as inclusive second windows NAVER accepts (each at most 31 days)."""
-    lo = start
-    while lo < end:
-        hi = min(lo + MAX_WINDOW, end)
-        yield lo, hi - timedelta(seconds=1)
-        lo = hi
-
-
-def _pages(rec: Reconciler, client: NaverPayClient, lo: datetime, hi: datetime) -> Iterator[PaymentDetail]:
-    retrying = Retrying(stop=stop_after_attempt(rec.naver_tries), reraise=True, sleep=rec.engine.sleep,
-                        wait=wait_exponential(multiplier=0.5, max=rec.engine.backoff_max),
-                        retry=retry_if_exception_type(TransientError))
-    page = 1
-    while True:
-        result = retrying(client.history_by_time, start=lo, end=hi, page=page,
-                          rows_per_page=rec.rows_per_page)
-        rec.progress(f"history {lo.date().isoformat()}: page {page}/{max(result.total_page_count, 1)} "
-                     f"({result.total_count} rows)")
-        yield from result.rows
-        if not result.rows or page >= result.total_page_count:
-            return
-        page += 1
 
 
 # --- comparison -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.worker.cli_helpers import cli
 from worker import notify
 from worker.charging import process_charge
 from worker.naverpay.results import PaymentDetail
+from worker.reconcile_history import windows
 from worker.reconcile_match import (
     Kind,
     LocalRefund,
@@ -37,7 +38,6 @@ from worker.reconciliation import (
     previous_day,
     reconcile_day,
     reconcile_pass,
-    windows,
 )
 from worker.settings import reconcile_time
 
