@@ -19,6 +19,10 @@ export FLOWER_PORT="${FLOWER_PORT:-5555}"
 export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:npay-billing}"
 export METRICS_PORT="${METRICS_PORT:-9808}"
 export WEB_PORT="${WEB_PORT:-8060}"
+# Consent links in price-change notices point at npay-billing web (a development secret here;
+# set your own in production).
+export BILLING_PUBLIC_URL="${BILLING_PUBLIC_URL:-http://127.0.0.1:${WEB_PORT}}"
+export BILLING_CONSENT_SECRET="${BILLING_CONSENT_SECRET:-make-run-development-consent-secret}"
 # Threads: charges wait on NAVER, not on our CPU (README "Which pool"; bench/RESULTS.md).
 export WORKER_POOL="${WORKER_POOL:-threads}"
 export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-16}"

@@ -71,7 +71,7 @@ class ConsentConfig:
     """Where consent links point and how they are signed (None: notices carry no link)."""
 
     secret: str | None = None
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = "http://127.0.0.1:8060"  # npay-billing web's default address
     link_ttl: timedelta = LINK_TTL
 
 

@@ -69,7 +69,7 @@ class Settings:
             smtp_port=int(_number(environ, "SMTP_PORT", 25)),
             smtp_from=environ.get("SMTP_FROM", "billing@localhost"),
             consent=ConsentConfig(secret=environ.get("BILLING_CONSENT_SECRET") or None,
-                                  public_url=environ.get("BILLING_PUBLIC_URL", "http://127.0.0.1:8000")),
+                                  public_url=environ.get("BILLING_PUBLIC_URL", "http://127.0.0.1:8060")),
         )
 
 

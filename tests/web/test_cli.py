@@ -72,3 +72,39 @@ def test_an_unknown_reserve_id_without_a_plan_says_what_to_give(sqlite_world: Wo
                  "--temp-receipt-id", "T", env=env)
 
     assert result.exit_code == 1 and "give the plan" in result.output
+
+
+def test_npay_billing_web_serves_the_consent_links_of_price_change_notices(
+        sqlite_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consent link a notice carries points at `npay-billing web`: the app it serves has the
+    registration pages and the consent routes (GET shows, POST records)."""
+    from datetime import timedelta
+
+    from starlette.testclient import TestClient
+
+    from models import PriceChange, utcnow
+    from worker.cli.support import Env
+    from worker.cli.web import web_app
+    from worker.consent import make_token
+
+    db = sqlite_world.db
+    monkeypatch.setenv("BILLING_CONSENT_SECRET", "s3cret")
+    monkeypatch.setenv("NAVERPAY_API_BASE", sqlite_world.sandbox.url)
+    db.sql("INSERT INTO subscriptions (recurrent_id, merchant_user_id, product_code, product_name, amount, "
+           "cron, agreed_amount) VALUES ('RE-1', 'user-1', 'PLAN-M', '월간 구독', 9900, '0 9 1 * *', 9900)")
+    db.sql("INSERT INTO price_changes (subscription_id, new_amount, effective_at, old_amount) "
+           "VALUES (1, 12900, :at, 9900)", at=utcnow() + timedelta(days=20))
+    token = make_token("s3cret", 1, utcnow() + timedelta(days=30))
+    env = Env(db.url)
+    try:
+        with TestClient(web_app(env)) as http:
+            assert http.get("/healthz").status_code == 200
+            page = http.get(f"/consent/{token}")
+            assert page.status_code == 200 and "12,900원" in page.text
+            assert http.post(f"/consent/{token}").status_code == 200
+            assert http.get("/consent/1.1.forged").status_code == 400
+    finally:
+        env.close()
+    with db.sessions() as s:
+        change = s.get(PriceChange, 1)
+        assert change is not None and change.consented_at is not None and change.consent_via == "link"

@@ -9,6 +9,8 @@ import click
 from worker.cli.support import Env, SetupError
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from worker.web.registration import Registrar
 
 
@@ -25,6 +27,23 @@ def build_registrar(env: Env) -> Registrar:
     sessions = env.sessions()
     runtime = Runtime(settings=settings, engine=env.engine(), sessions=sessions)
     return Registrar(sessions=sessions, client_for=runtime.client_for, lease=settings.lease)
+
+
+def web_app(env: Env) -> Starlette:
+    """The app ``npay-billing web`` serves: registration (demo page, returnUrl) and the consent
+    links of price-change notices (``/consent/<token>``, worker/consent_web.py)."""
+    from worker.consent_web import consent_routes
+    from worker.settings import Settings
+    from worker.web import WebSettings, create_app
+
+    registrar = build_registrar(env)
+    try:
+        settings = Settings.from_env()
+        web_settings = WebSettings.from_env(settings.naverpay)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    return create_app(registrar, web_settings,
+                      extra_routes=consent_routes(env.sessions(), settings.consent))
 
 
 @click.command()
@@ -45,18 +64,12 @@ def web(env: Env, host: str, port: int, log_level: str) -> None:
     WEB_PUBLIC_URL (the returnUrl's scheme and host), NAVERPAY_SDK_URL, NAVERPAY_SDK_MODE,
     WEB_STATE_TTL_SECONDS, WEB_DEMO=0 (returnUrl only). In development the page loads the
     SDK from the sandbox (NAVERPAY_API_BASE), whose window stands in for NAVER's.
+    Also serves the consent links of price-change notices (/consent/TOKEN; BILLING_CONSENT_SECRET,
+    BILLING_PUBLIC_URL = this server's public address).
     """
     import uvicorn
 
-    from worker.settings import Settings
-    from worker.web import WebSettings, create_app
-
-    registrar = build_registrar(env)
-    try:
-        settings = WebSettings.from_env(Settings.from_env().naverpay)
-    except ValueError as exc:
-        raise SetupError(str(exc)) from None
-    app = create_app(registrar, settings)
+    app = web_app(env)
     click.echo(f"registration pages on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="off",
