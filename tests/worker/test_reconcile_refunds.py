@@ -9,10 +9,12 @@ rules (payHistId, any key round, keyless rows) and the ``completing`` grace are 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.worker.cli_helpers import cli
 from tests.worker.test_reconciliation import DAY, Books
 from worker.charging import process_charge
 from worker.naverpay.results import PaymentDetail
@@ -112,6 +114,42 @@ def test_a_refund_succeeded_here_that_naver_does_not_show_is_missing_at_naver(bo
     # NAVER's row carries a key that is not ours now: no fallback by paymentId for keyed rows.
     assert _kinds(report) == [("refund_missing_at_naver", "reported", pid, None, 1000),
                               ("refund_unknown_here", "reported", pid, 3000, None)]
+
+
+def test_a_completing_refund_is_not_missing_until_its_grace_passes(books):
+    """CancelNotComplete: NAVER accepted the cancel and completes it by itself. Not in NAVER's
+    history of the day yet: no difference while younger than a day; after that it is
+    reported; once NAVER completes it (its row stamped on a later day), it is clean again."""
+    charge_id = books.paid("a")
+    books.sandbox.configure(cancelNotCompleteNext=1, cancelNotCompleteSeconds=3 * 86400)
+    refund = request_refund(books.db.sessions, charge_id, books.clock(), amount=4000)
+    assert process_refund(books.refund_engine, refund.id, "refunder").status == "completing"
+    pid = books.charge(charge_id).payment_id
+    books.next_morning()  # 13 hours after NAVER accepted it
+    assert reconcile_day(books.with_refunds(), DAY).findings == []
+
+    def later(days):
+        books.clock.advance(days=days)
+        books.sandbox.set_clock(books.clock.now)
+
+    later(1)  # a day and 13 hours: NAVER should have completed it by now
+    report = reconcile_day(books.with_refunds(), DAY)
+    assert _kinds(report) == [("refund_missing_at_naver", "reported", pid, None, 4000)]
+    assert (report.findings[0].local_status, report.findings[0].refund_id) == ("completing", refund.id)
+    later(3)  # NAVER completed it, stamped on a later day: its own history shows it
+    done = reconcile_day(books.with_refunds(), DAY)
+    assert (done.naver_rows, done.findings) == (1, [])  # the day shows only the approval
+
+
+def test_cli_reconcile_reads_the_refunds_table(books):
+    charge_id = books.paid("a")
+    books.refund(charge_id, 3000)
+    books.next_morning()
+    env = {"NAVERPAY_API_BASE": books.sandbox.url}
+    result = cli(books.db.url, "reconcile", "--date", "2026-11-28", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(result.stdout)["runs"]
+    assert (run["naver_rows"], run["remaining"], run["items"]) == (2, 0, [])
 
 
 # --- the matching rules (pure) ----------------------------------------------------------------
