@@ -17,10 +17,30 @@ Only ``unsettled_here`` is ever repaired, and only by the charge state machine i
 (``worker.reconciliation`` hands the charge to ``process_charge``, which reads history by
 paymentId and moves it with compare-and-set transitions). Everything else is reported.
 
-Refunds seam: :func:`compare_refunds` takes NAVER's cancel rows and the local refunds as
-:class:`LocalRefund` values, or ``None`` when this installation has no refunds table yet; then
-every cancel at NAVER is ``refund_unknown_here`` (money went back that we did not record).
-The integrator wires a :class:`RefundSource` over the ``refunds`` table once it lands.
+Refunds: :func:`compare_refunds` takes NAVER's cancel rows and the local refunds as
+:class:`LocalRefund` values (``worker.reconciliation.TableRefunds`` reads them from the
+``refunds`` table), or ``None`` when no source is wired; then every cancel at NAVER is
+``refund_unknown_here``. A cancel row is matched to a refund by, in this order::
+
+    payHistId == refund.pay_hist_id                       (NAVER's id of the cancel, once known)
+    merchantPayTransactionKey is one of the refund's keys (``<base>`` or any round ``<base>-N``)
+    the row carries no key and no payHistId of ours: same paymentId, same amount first
+                                                          (NAVER echoing no key at all)
+
+    NAVER cancel + no refund here ........................... refund_unknown_here
+                 + refund succeeded/completing, same amount .. (clean)
+                 + other amount, or refund not refunded here .. refund_differs
+    refund succeeded here + no cancel at NAVER .............. refund_missing_at_naver
+    refund completing (CancelNotComplete) + no cancel ....... nothing while younger than the
+        completing grace (default one day after NAVER accepted it): NAVER completes such a
+        cancel by itself and the refund engine confirms it from history (completing ->
+        succeeded); after the grace: refund_missing_at_naver. ``TableRefunds`` returns every
+        completing refund accepted before the day's end, so the next days' runs see it.
+    refunds in any other state (requested, cancelling, unknown, held, failed) + no cancel:
+        nothing (no money went back here; the refund engine resolves them).
+
+``worker.reconciliation`` reads the own history (by paymentId) of a refund reported missing
+before keeping the finding: NAVER may stamp the cancel on the other side of midnight.
 """
 
 from __future__ import annotations
@@ -28,7 +48,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -69,6 +89,7 @@ class Finding:
     local_amount: int | None = None
     local_status: str | None = None
     resolution: Resolution = Resolution.REPORTED
+    refund_id: int | None = None  # the local refund of a refund_* finding, when there is one
 
     def resolved(self, resolution: Resolution, detail: str, local_status: str | None) -> Finding:
         """This finding after the run acted on it."""
@@ -87,22 +108,36 @@ class LocalCharge:
     approved_amount: int | None
 
 
+REFUNDED = ("succeeded", "completing")  # money NAVER took back (or completes by itself)
+
+
 @dataclass(frozen=True)
 class LocalRefund:
-    """A refund as the refunds table will record it (the seam's input)."""
+    """A refund as the refunds table records it (the comparison's input)."""
 
     refund_id: int
     payment_id: str
     amount: int
-    status: str  # "succeeded" counts as done; anything else is not done yet
-    transaction_key: str | None = None
+    status: str  # succeeded/completing count as refunded; anything else is not done yet
+    transaction_key: str | None = None  # the idempotency key (any round ``<base>-N``)
+    pay_hist_id: str | None = None  # NAVER's id of the cancel, once known
+    refunded_at: datetime | None = None  # when NAVER accepted it
+
+    def owns_key(self, key: str | None) -> bool:
+        """Whether ``key`` (a merchantPayTransactionKey) is one of this refund's key rounds."""
+        if not key or not self.transaction_key:
+            return False
+        base = self.transaction_key.split("-")[0]
+        return key == base or key.startswith(base + "-") or key == self.transaction_key
 
 
 class RefundSource(Protocol):
-    """Where local refunds come from (the refunds table, wired by the integrator)."""
+    """Where local refunds come from (``worker.reconciliation.TableRefunds``: the refunds table)."""
 
-    def refunds(self, payment_ids: Collection[str], start: datetime, end: datetime) -> list[LocalRefund]:
-        """Refunds of ``payment_ids``, and refunds completed in ``start..end``."""
+    def refunds(self, merchant_id: int, payment_ids: Collection[str], start: datetime,
+                end: datetime) -> list[LocalRefund]:
+        """Refunds of ``payment_ids``; the merchant's refunds NAVER accepted in ``[start, end)``;
+        and its refunds still ``completing`` that NAVER accepted before ``end``."""
         ...
 
 
@@ -161,14 +196,13 @@ def compare_missing(charge: LocalCharge, rows: Sequence[PaymentDetail]) -> Findi
 
 
 def compare_refunds(cancels: Sequence[PaymentDetail], local: Sequence[LocalRefund] | None,
-                    charge_ids: dict[str, int] | None = None) -> list[Finding]:
-    """NAVER's successful cancel rows against local refunds (``None``: no refunds table yet).
+                    charge_ids: dict[str, int] | None = None, *, now: datetime | None = None,
+                    completing_grace: timedelta = timedelta(days=1)) -> list[Finding]:
+    """NAVER's successful cancel rows against local refunds (``None``: no refunds source).
 
-    A cancel is matched to a refund by ``merchantPayTransactionKey`` first (our key of that
-    cancel), else by (paymentId, amount); each refund matches at most one cancel. Unmatched
-    cancels are ``refund_unknown_here``; a match whose amount differs, or whose refund is not
-    ``succeeded`` here, is ``refund_differs``; a succeeded refund no cancel matched is
-    ``refund_missing_at_naver``.
+    Matching and kinds as in the module docstring; each refund matches at most one cancel, and
+    rows are matched by their ids (payHistId, key) before any keyless row is matched by amount.
+    ``now`` decides whether a ``completing`` refund outlived its grace (None: never reported).
     """
     ids = charge_ids or {}
     done = [c for c in cancels if not is_approval(c) and c.admission_state in (None, "SUCCESS")]
@@ -176,36 +210,52 @@ def compare_refunds(cancels: Sequence[PaymentDetail], local: Sequence[LocalRefun
         return [_refund_finding(Kind.REFUND_UNKNOWN_HERE, c, None, ids,
                                 "NAVER shows a cancel; refunds are not tracked here yet") for c in done]
     left = list(local)
+    matched: dict[int, LocalRefund] = {}
+    for i, cancel in enumerate(done):  # by NAVER's id of the cancel, else by our key
+        refund = _match_by_id(cancel, left)
+        if refund is not None:
+            matched[i] = refund
+            left.remove(refund)
+    for i, cancel in enumerate(done):  # rows with no key: by paymentId and amount
+        if i in matched or cancel.merchant_pay_transaction_key:
+            continue
+        same = [r for r in left if r.payment_id == cancel.payment_id and r.pay_hist_id is None]
+        refund = next((r for r in same if r.amount == cancel.total_pay_amount), None) or \
+            (same[0] if same else None)
+        if refund is not None:
+            matched[i] = refund
+            left.remove(refund)
     findings = []
-    for cancel in done:
-        refund = _match_refund(cancel, left)
+    for i, cancel in enumerate(done):
+        refund = matched.get(i)
         if refund is None:
             findings.append(_refund_finding(Kind.REFUND_UNKNOWN_HERE, cancel, None, ids,
                                             "NAVER shows a cancel no refund here knows"))
-            continue
-        left.remove(refund)
-        if refund.amount != cancel.total_pay_amount or refund.status != "succeeded":
+        elif refund.amount != cancel.total_pay_amount or refund.status not in REFUNDED:
             findings.append(_refund_finding(
                 Kind.REFUND_DIFFERS, cancel, refund, ids,
                 f"NAVER cancelled {cancel.total_pay_amount} won; refund {refund.refund_id} is "
                 f"{refund.amount} won ({refund.status})"))
     for refund in left:
-        if refund.status == "succeeded":
-            findings.append(Finding(Kind.REFUND_MISSING_AT_NAVER,
-                                    f"refund {refund.refund_id} succeeded here, NAVER shows no cancel",
+        if refund.status == "completing" and (now is None or refund.refunded_at is None
+                                              or now < refund.refunded_at + completing_grace):
+            continue  # NAVER completes it by itself (CancelNotComplete); not a difference yet
+        if refund.status in REFUNDED:
+            detail = f"refund {refund.refund_id} is {refund.status} here, NAVER shows no cancel"
+            findings.append(Finding(Kind.REFUND_MISSING_AT_NAVER, detail,
                                     payment_id=refund.payment_id, charge_id=ids.get(refund.payment_id),
-                                    local_amount=refund.amount, local_status=refund.status))
+                                    local_amount=refund.amount, local_status=refund.status,
+                                    refund_id=refund.refund_id))
     return findings
 
 
-def _match_refund(cancel: PaymentDetail, refunds: list[LocalRefund]) -> LocalRefund | None:
+def _match_by_id(cancel: PaymentDetail, refunds: list[LocalRefund]) -> LocalRefund | None:
+    if cancel.pay_hist_id:
+        by_hist = next((r for r in refunds if r.pay_hist_id == cancel.pay_hist_id), None)
+        if by_hist is not None:
+            return by_hist
     key = cancel.merchant_pay_transaction_key
-    if key:
-        by_key = next((r for r in refunds if r.transaction_key == key), None)
-        if by_key is not None:
-            return by_key
-    same = [r for r in refunds if r.payment_id == cancel.payment_id]
-    return next((r for r in same if r.amount == cancel.total_pay_amount), None) or (same[0] if same else None)
+    return next((r for r in refunds if r.owns_key(key)), None) if key else None
 
 
 def _refund_finding(kind: Kind, cancel: PaymentDetail, refund: LocalRefund | None,
@@ -213,4 +263,5 @@ def _refund_finding(kind: Kind, cancel: PaymentDetail, refund: LocalRefund | Non
     return Finding(kind, detail, payment_id=cancel.payment_id, merchant_pay_id=cancel.merchant_pay_key,
                    charge_id=ids.get(cancel.payment_id), naver_amount=cancel.total_pay_amount,
                    local_amount=refund.amount if refund else None,
-                   local_status=refund.status if refund else None)
+                   local_status=refund.status if refund else None,
+                   refund_id=refund.refund_id if refund else None)

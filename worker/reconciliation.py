@@ -10,7 +10,10 @@
          charges that succeeded that day (approved_at in [D 00:00, D+1 00:00) KST) and are
          missing from the day -> their own history by paymentId (the day boundary: NAVER and
          we stamp an approval a moment apart, maybe on both sides of midnight);
-         unknown/approving charges with an approval call that day; cancels -> refunds seam
+         unknown/approving charges with an approval call that day; cancels against the
+         refunds table (``TableRefunds``; matching and the completing rule in
+         worker.reconcile_match); a refund NAVER's day does not show -> its own history by
+         paymentId before it is reported missing (the day boundary again)
       -> repair the provable: an unsettled_here charge goes through ``process_charge`` (the
          charge state machine: history by paymentId, compare-and-set transitions, leases);
          when history shows nothing it follows the machine's rule, but only once the settle
@@ -29,15 +32,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, ChargeAttempt, Merchant, ReconciliationItem, ReconciliationRun, Subscription
+from models import (
+    Charge,
+    ChargeAttempt,
+    Merchant,
+    ReconciliationItem,
+    ReconciliationRun,
+    Refund,
+    Subscription,
+)
 from worker import metrics, notify
 from worker.charge_store import last_approval_at
 from worker.charging import ChargeEngine, process_charge
@@ -49,6 +60,7 @@ from worker.reconcile_match import (
     Finding,
     Kind,
     LocalCharge,
+    LocalRefund,
     RefundSource,
     Resolution,
     compare_approval,
@@ -83,12 +95,37 @@ def previous_day(now: datetime) -> date:
 
 
 @dataclass(frozen=True)
+class TableRefunds:
+    """The :class:`RefundSource` over the ``refunds`` table."""
+
+    sessions: sessionmaker[Session]
+
+    def refunds(self, merchant_id: int, payment_ids: Collection[str], start: datetime,
+                end: datetime) -> list[LocalRefund]:
+        subs = select(Subscription.id).where(Subscription.merchant_id == merchant_id)
+        mine = Refund.subscription_id.in_(subs)
+        accepted = and_(mine, or_(and_(Refund.status == "succeeded", Refund.refunded_at >= start,
+                                       Refund.refunded_at < end),
+                                  and_(Refund.status == "completing", Refund.refunded_at < end)))
+        wheres = [accepted, *(Refund.payment_id.in_(chunk) for chunk in _chunks(sorted(payment_ids)))]
+        found: dict[int, LocalRefund] = {}
+        with self.sessions() as s:
+            for where in wheres:
+                for r in s.scalars(select(Refund).where(where)):
+                    found[r.id] = LocalRefund(r.id, r.payment_id, r.amount, r.status, r.idempotency_key,
+                                              r.pay_hist_id or None, r.refunded_at)
+        return sorted(found.values(), key=lambda r: r.refund_id)
+
+
+@dataclass(frozen=True)
 class Reconciler:
     """What a run needs, injected: the charge engine (sessions, clients, clock, settle window),
-    the refunds seam (None until a refunds table exists), paging and progress output."""
+    the local refunds (``TableRefunds``; None: every cancel at NAVER is unknown here), how long
+    a ``completing`` refund may be missing from NAVER's history, paging and progress output."""
 
     engine: ChargeEngine
     refunds: RefundSource | None = None
+    completing_grace: timedelta = timedelta(days=1)
     rows_per_page: int = 100
     progress: Progress = lambda _line: None
     naver_tries: int = 3
@@ -224,9 +261,26 @@ def _compare(rec: Reconciler, client: NaverPayClient, report: RunReport,
         if charge.payment_id in settled_pids or charge.payment_id is None:
             continue
         findings.extend(_outside_the_day(client, charge))
-    findings += compare_refunds([r for r in rows if not is_approval(r)], _refunds(rec, rows, start, end),
-                                {pid: c.id for pid, c in by_pid.items()})
+    local_refunds = _refunds(rec, report.merchant_id, rows, start, end)
+    for found in compare_refunds([r for r in rows if not is_approval(r)], local_refunds,
+                                 {pid: c.id for pid, c in by_pid.items()}, now=rec.engine.clock(),
+                                 completing_grace=rec.completing_grace):
+        if found.kind == Kind.REFUND_MISSING_AT_NAVER and _cancelled_elsewhere(client, found, local_refunds):
+            continue
+        findings.append(found)
     return findings
+
+
+def _cancelled_elsewhere(client: NaverPayClient, found: Finding, local: Sequence[LocalRefund] | None) -> bool:
+    """Whether the payment's own history shows the cancel of a refund the day did not show
+    (stamped on another KST day)."""
+    refund = next((r for r in local or () if r.refund_id == found.refund_id), None)
+    if refund is None or found.payment_id is None:
+        return False
+    rows = client.payment_history(payment_id=found.payment_id).rows
+    as_done = replace(refund, status="succeeded")  # only the matching matters here
+    return not any(f.kind == Kind.REFUND_MISSING_AT_NAVER
+                   for f in compare_refunds([r for r in rows if not is_approval(r)], [as_done]))
 
 
 def _outside_the_day(client: NaverPayClient, charge: LocalCharge) -> list[Finding]:
@@ -278,10 +332,12 @@ def _day_charges(s: Session, merchant_id: int, start: datetime, end: datetime) -
     return sorted(charges.values(), key=lambda c: c.id)
 
 
-def _refunds(rec: Reconciler, rows: Sequence[PaymentDetail], start: datetime, end: datetime) -> Any:
+def _refunds(rec: Reconciler, merchant_id: int, rows: Sequence[PaymentDetail], start: datetime,
+             end: datetime) -> list[LocalRefund] | None:
     if rec.refunds is None:
         return None
-    return rec.refunds.refunds(sorted({r.payment_id for r in rows if not is_approval(r)}), start, end)
+    return rec.refunds.refunds(merchant_id, sorted({r.payment_id for r in rows if not is_approval(r)}),
+                               start, end)
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:

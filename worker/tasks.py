@@ -23,7 +23,7 @@ from worker.enqueue import enqueue_tasks
 from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
-from worker.reconciliation import Reconciler, parse_day, previous_day, reconcile_pass
+from worker.reconciliation import Reconciler, TableRefunds, parse_day, previous_day, reconcile_pass
 from worker.refund_requests import claim_due_refunds, surface_stuck_refunds
 from worker.refunds import process_refund
 from worker.runtime import Runtime, runtime
@@ -171,7 +171,8 @@ def reconcile(day: str | None = None) -> dict[str, int]:
     per merchant and day; returns the differences left per run."""
     rt = runtime()
     target = parse_day(day) if day else previous_day(utcnow())
-    reports = reconcile_pass(Reconciler(rt.charge_engine()), target, once=day is None)
+    rec = Reconciler(rt.charge_engine(), TableRefunds(rt.sessions))
+    reports = reconcile_pass(rec, target, once=day is None)
     for report in reports:
         for notification_id in report.notification_ids:
             deliver_notification.delay(notification_id)

@@ -60,13 +60,14 @@ def reconcile(day: str | None, merchants: tuple[int, ...], as_json: bool) -> Non
     ``reconciliation.mismatch`` goes out when anything is left. Exit code 1 when differences
     remain."""
     from models import utcnow
-    from worker.reconciliation import Reconciler, parse_day, previous_day, reconcile_pass
+    from worker.reconciliation import Reconciler, TableRefunds, parse_day, previous_day, reconcile_pass
 
     try:
         target = parse_day(day) if day else previous_day(utcnow())
     except ValueError as exc:
         raise SetupError(str(exc)) from None
-    rec = Reconciler(_engine(), progress=_progress)
+    engine = _engine()
+    rec = Reconciler(engine, TableRefunds(engine.sessions), progress=_progress)
     try:
         reports = reconcile_pass(rec, target, list(merchants) or None)
     except ValueError as exc:  # an unknown --merchant
