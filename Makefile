@@ -3,6 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# The suite runs on TEST_WORKERS processes (pytest-xdist; each starts its own redis-server,
+# PostgreSQL cluster and sandbox on free ports): 8 min on 2 cores instead of 14. 0 = one process.
+TEST_WORKERS ?= 2
 
 .PHONY: install test soak run lint bench clean
 
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The property-based suite with many more random examples (tests/property/conftest.py);
 # SOAK_EXAMPLES per property, failures kept in .hypothesis/ and replayed first next time.
