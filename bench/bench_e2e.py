@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment of the workers (e.g. BILLING_TASK_EVENTS=0)")
+    parser.add_argument("--py-spy", metavar="FILE", default=None,
+                        help="sample the first worker with py-spy (if installed) while billing; "
+                             "collapsed stacks written to FILE")
     args = parser.parse_args()
     n = args.subscriptions
     print(f"bench_e2e: {vars(args)}; load average {os.getloadavg()}", flush=True)
@@ -113,12 +116,21 @@ def main() -> None:
         rows = [{"recurrent_id": f"20261128RE{i:010d}E2E001", "merchant_user_id": f"u{i}",
                  "product_code": "P", "product_name": "월간 구독", "amount": 9900,
                  "cron": "0 0 1 1 *", "next_charge_at": now} for i in range(n)]
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "200",
+                                    "--nonblocking", "-o", args.py_spy, "--pid",
+                                    str(procs.procs[workers[0]].pid)], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started, inserted_at = time.perf_counter(), datetime.now(UTC)
         with db.engine.begin() as conn:
             conn.execute(sa.insert(Subscription.__table__), rows)
         wait_for(lambda: db.sql("SELECT count(*) FROM charges WHERE status = 'succeeded'")[0][0] == n,
                  args.timeout, "every charge to succeed", interval=0.2)
         elapsed = time.perf_counter() - started
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            spy.wait(timeout=60)
         with db.engine.connect() as conn:
             approved_at = sorted(conn.execute(sa.select(Charge.approved_at)).scalars())
         lo, hi = n // 10, n - n // 10 - 1

@@ -126,6 +126,7 @@ def main() -> None:
               f"charge under the profiler")
         for name, seconds in sorted(by_package(stats).items(), key=lambda kv: -kv[1])[:22]:
             print(f"  {100 * seconds / total:5.1f} %  {1000 * seconds / n:6.2f} ms/charge  {name}")
+        print(f"profile kept at {out} (pstats; e.g. python -m pstats {out})")
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
