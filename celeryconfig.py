@@ -11,6 +11,11 @@ from worker.settings import reconcile_time
 
 broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 broker_connection_retry_on_startup = True
+# kombu's Redis transport with one reused client per channel (worker/broker.py: kombu builds a
+# new redis client per publish and ack otherwise); BILLING_BROKER_TRANSPORT=kombu for kombu's own.
+if broker_url.split("://", 1)[0] in ("redis", "rediss") and os.environ.get(
+        "BILLING_BROKER_TRANSPORT", "billing") != "kombu":
+    broker_transport = "worker.broker:Transport"
 # A message is acknowledged only after its task finished; a killed worker's message goes back.
 task_acks_late = True
 task_reject_on_worker_lost = True

@@ -1,6 +1,6 @@
 """``NaverPayClient``: the NAVER Pay merchant server APIs as typed methods.
 
-One client per worker process, created at process start; it owns one ``httpx.Client``
+One client per worker process, created at process start; it owns one httpx transport
 (connection pool) and is safe to share between threads. Methods take keyword arguments only,
 validate what can be checked locally (idempotency keys, time windows) before sending, and
 return the small dataclasses of ``results`` or raise the classes of ``errors``. The client
