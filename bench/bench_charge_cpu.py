@@ -7,7 +7,7 @@ reports, per charge: CPU milliseconds of this process (``time.process_time``: ou
 ORM/Core, the database driver and the HTTP client; the sandbox runs in its own process and is
 not counted), wall milliseconds, SQL statements and transactions (counted with SQLAlchemy
 engine events: every BEGIN is a transaction, read-only ones included; commits are shown too;
-on SQLite the ``BEGIN IMMEDIATE`` itself is one of the statements).
+SQLite's ``BEGIN IMMEDIATE`` is sent on the driver's connection and not counted).
 
 It then measures the floor in the same run: the same number of bare reserve+approve pairs
 through the same ``NaverPayClient`` (no database), CPU milliseconds per pair. ``--profile``
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="CPU inside HTTP and database calls")
+    parser.add_argument("--profile-out", metavar="FILE", help="with --profile: keep the pstats file")
     parser.add_argument("--notify", action="store_true", help="a success webhook row per charge")
     args = parser.parse_args()
     sandbox = services.start_sandbox("--auto-register")
@@ -223,6 +224,8 @@ def main() -> None:
                 calls = f"{breakdown.calls[label] / n:4.1f} calls" if label in breakdown.calls else " " * 10
                 print(f"  {label:42s} {seconds / n * 1000:6.2f} ms/charge  {seconds / cpu:5.1%}  {calls}")
         if profile:
+            if args.profile_out:
+                profile.dump_stats(args.profile_out)
             packages = by_package(profile)
             total = sum(t for _, t in packages) or 1
             for package, seconds in packages:

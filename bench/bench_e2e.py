@@ -129,6 +129,8 @@ def main() -> None:
                  "product_code": "P", "product_name": "월간 구독", "amount": 9900,
                  "cron": "0 0 1 1 *", "next_charge_at": now} for i in range(n)]
         # Start-up (imports, connecting) is not a charge's cost: CPU is counted from here.
+        others = {"sandbox": sandbox.proc.pid, "redis": redis.proc.pid, "beat": procs.procs["beat"].pid}
+        others_before = {name: cpu_seconds(pid) for name, pid in others.items()}
         idle_cpu = {name: (cpu_seconds(procs.procs[name].pid), main_thread_cpu_seconds(procs.procs[name].pid))
                     for name in workers}
         spy = None
@@ -168,6 +170,8 @@ def main() -> None:
               f"= {worker_cpu / elapsed:.2f} cores, {1000 * worker_cpu / n:.1f} ms per charge"
               + (f" (main thread: consumer loop {1000 * consumer_cpu / n:.1f} ms, pool threads "
                  f"{1000 * (worker_cpu - consumer_cpu) / n:.1f} ms)" if consumer_cpu is not None else ""))
+        print("other processes, CPU ms per charge: " + ", ".join(
+            f"{name} {1000 * (cpu_seconds(pid) - others_before[name]) / n:.1f}" for name, pid in others.items()))
         if ceiling:
             print(f"ratio (goal 2, >= 0.5): billing / ceiling = {overall / ceiling:.2f} overall, "
                   f"{steady / ceiling:.2f} steady")

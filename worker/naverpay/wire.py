@@ -73,6 +73,7 @@ class Wire:
                              pool=config.connect_timeout)
         self._timeouts = {False: short.as_dict(), True: long.as_dict()}
         self._base = f"{config.api_base}/"
+        self._urls: dict[str, httpx.URL] = {}
         self._headers = {
             "X-Naver-Client-Id": config.client_id,
             "X-Naver-Client-Secret": config.client_secret,
@@ -145,7 +146,9 @@ class Wire:
         if key is not None:
             headers["X-NaverPay-Idempotency-Key"] = key
         present = {name: value for name, value in fields.items() if value is not None}
-        url = self._base + path
+        url = self._urls.get(path)
+        if url is None:  # parsed once per path: httpx's URL parser was a tenth of a charge's CPU
+            url = self._urls[path] = httpx.URL(self._base + path)
         extensions = {"timeout": self._timeouts[api.long_timeout]}
         if api.json_body:
             return httpx.Request("POST", url, json=present, headers={**self._headers, **headers},
