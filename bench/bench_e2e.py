@@ -170,8 +170,9 @@ def main() -> None:
               f"= {worker_cpu / elapsed:.2f} cores, {1000 * worker_cpu / n:.1f} ms per charge"
               + (f" (main thread: consumer loop {1000 * consumer_cpu / n:.1f} ms, pool threads "
                  f"{1000 * (worker_cpu - consumer_cpu) / n:.1f} ms)" if consumer_cpu is not None else ""))
-        print("other processes, CPU ms per charge: " + ", ".join(
-            f"{name} {1000 * (cpu_seconds(pid) - others_before[name]) / n:.1f}" for name, pid in others.items()))
+        used = {name: cpu_seconds(pid) - others_before[name] for name, pid in others.items()}
+        print("other processes, CPU ms per charge: "
+              + ", ".join(f"{name} {1000 * seconds / n:.1f}" for name, seconds in used.items()))
         if ceiling:
             print(f"ratio (goal 2, >= 0.5): billing / ceiling = {overall / ceiling:.2f} overall, "
                   f"{steady / ceiling:.2f} steady")
