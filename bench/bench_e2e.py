@@ -136,7 +136,7 @@ def main() -> None:
         spy = None
         if args.py_spy:
             spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "200",
-                                    "--nonblocking", "-o", args.py_spy, "--pid",
+                                    "--nonblocking", "--gil", "-o", args.py_spy, "--pid",
                                     str(procs.procs[workers[0]].pid)], cwd=ROOT,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started, inserted_at = time.perf_counter(), datetime.now(UTC)
