@@ -36,10 +36,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check models scheduler worker sandbox tests bench celeryconfig.py
 	$(VENV)/bin/mypy models scheduler worker sandbox
 
+# Issue 8's benchmarks, quick sizes (bench/RESULTS.md has the full commands); on a quiet machine.
 bench: $(STAMP)
-	$(PY) bench/bench_client_sandbox.py
-	$(PY) bench/bench_walk.py
-	$(PY) bench/bench_billing.py
+	$(PY) bench/bench_charge_cpu.py --charges 300
+	$(PY) bench/bench_charge_cpu.py --charges 300 --postgres
+	$(PY) bench/bench_e2e.py --subscriptions 1000
+	$(PY) bench/bench_e2e.py --latency-ms 300 --processes 2 --threads 32 --no-client --subscriptions 1500
+	$(PY) bench/bench_spike.py --subscriptions 20000 --walk-only
+	$(PY) bench/bench_rate_limit.py
 
 clean:
 	rm -rf $(VENV) var/*.db var/redis
