@@ -479,10 +479,22 @@ def _cas_statement(sources: tuple[str, ...], target: str, keys: tuple[str, ...],
                     .returning(CHARGES.c.prev_status))
 
 
+def trail_text(trail: Sequence[tuple[str, str]]) -> str:
+    """``pending -> reserving -> reserved``: a run's steps as one path (a step that does not
+    start where the previous one ended starts a new segment after ``;``)."""
+    segments: list[list[str]] = []
+    for before, after in trail:
+        if segments and segments[-1][-1] == before:
+            segments[-1].append(after)
+        else:
+            segments.append([before, after])
+    return "; ".join(" -> ".join(segment) for segment in segments)
+
+
 def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[CS], target: CS,
                     now: datetime, *, owner: str | None, lease: timedelta | None = None,
                     release_leases: bool = False, lock: bool = True, via: CS | None = None,
-                    **values: Any) -> bool:
+                    trail: list[tuple[str, str]] | None = None, **values: Any) -> bool:
     """Move ``charge`` to ``target`` only if it is still in ``sources`` and (with ``owner``)
     still owned by this run; whether it moved. Raises :class:`LeaseLost` when another run
     owns the charge. With ``lease``, the run's lease is renewed in the same statement (and,
@@ -491,7 +503,10 @@ def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[C
 
     ``via``: two transitions in one statement, ``source -> via -> target`` (one source): the
     row ends exactly as the two compare-and-sets in one transaction would leave it
-    (``prev_status`` is ``via``), and both are logged."""
+    (``prev_status`` is ``via``), and both are logged.
+
+    ``trail``: the run's list of ``(from, to)`` steps; a move is appended there (and logged at
+    DEBUG) instead of one INFO line per step, for the run to log its whole path in one line."""
     source_values = tuple(c.value for c in sources)
     assert via is None or len(source_values) == 1, "a two-step transition starts from one status"
     if release_leases and owner is not None:
@@ -515,9 +530,13 @@ def compare_and_set(s: Executor, charge: ChargeRow | Charge, sources: Iterable[C
         row = prepared.first(s, params)
     if row is not None:
         prev_status = row[0]
-        if via is not None:
-            log.info("charge %s: %s -> %s", charge.id, source_values[0], via.value)
-        log.info("charge %s: %s -> %s", charge.id, prev_status, target.value)
+        steps = ([(source_values[0], via.value)] if via is not None else []) + [(prev_status, target.value)]
+        if trail is None:
+            for before, after in steps:
+                log.info("charge %s: %s -> %s", charge.id, before, after)
+        else:
+            trail.extend(steps)
+            log.debug("charge %s: %s", charge.id, steps)
         charge.status, charge.updated_at, charge.prev_status = target.value, now, prev_status
         if not unsettled:
             charge.stuck_since = None

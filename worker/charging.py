@@ -107,6 +107,7 @@ from worker.charge_store import (
     renew_charge,
     renew_lock,
     take_lease,
+    trail_text,
     wait_for_older,
 )
 from worker.naverpay.client import NaverPayClient
@@ -263,7 +264,7 @@ class _Run:
     """
 
     __slots__ = ("engine", "charge", "owner", "out", "started", "conn", "pending", "active", "locked",
-                 "released", "older_fresh", "client")
+                 "released", "older_fresh", "client", "trail")
 
     def __init__(self, engine: ChargeEngine, charge: ChargeRow, owner: str, out: ChargeOutcome,
                  started: datetime, conn: Connection) -> None:
@@ -276,6 +277,7 @@ class _Run:
         self.released = False  # a final transition gave the leases back
         self.older_fresh = True  # charge.older_open was read in the open (first) transaction
         self.client: NaverPayClient | None = None
+        self.trail: list[tuple[str, str]] = []  # (from, to) of every move, logged in one line
 
     @property
     def merchant(self) -> MerchantRow:
@@ -358,7 +360,7 @@ class _Run:
             self.lock(s)
         moved = compare_and_set(s, self.charge, sources, target, self.engine.clock(), owner=self.owner,
                                 lease=self.engine.lease, release_leases=final, lock=final, via=via,
-                                **values)
+                                trail=self.trail, **values)
         if moved and final:
             self.released = True
         return moved
@@ -416,7 +418,12 @@ def process_charge(engine: ChargeEngine, charge_id: int, owner: str) -> ChargeOu
                 out.status, out.code = charge.status, charge.last_code
             return out
         with logs.bind(recurrent_id=charge.recurrent_id):
-            _drive(_Run(engine, charge, owner, out, started, conn))
+            run = _Run(engine, charge, owner, out, started, conn)
+            try:
+                _drive(run)
+            finally:  # one line per run: the statuses it moved the charge through
+                if run.trail:
+                    log.info("charge %s: %s", charge_id, trail_text(run.trail))
     return out
 
 

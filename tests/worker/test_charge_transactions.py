@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models import Charge, Notification
 from tests.worker.test_charging import World
 from worker import notify
+from worker.charge_store import trail_text
 from worker.charging import ChargeEngine, process_charge
 
 
@@ -97,13 +98,21 @@ def test_the_state_before_each_call_is_committed_with_the_previous_calls_row(wor
 def test_transition_logs_name_both_steps_of_a_two_step_transition(world, caplog):
     world.subscribe()
     charge_id = world.due_charge()
-    with caplog.at_level(logging.INFO, logger="worker.charge_store"):
+    with caplog.at_level(logging.INFO, logger="worker"):
         assert world.run(charge_id).status == "succeeded"
     lines = [r.getMessage() for r in caplog.records
-             if r.name == "worker.charge_store" and r.getMessage().startswith(f"charge {charge_id}:")]
-    steps = ["pending -> reserving", "reserving -> reserved", "reserved -> approving",
-             "approving -> succeeded"]
-    assert lines == [f"charge {charge_id}: {step}" for step in steps]
+             if r.name.startswith("worker.") and r.getMessage().startswith(f"charge {charge_id}:")]
+    # Both steps of the two-step transition (reserving -> reserved -> approving in one
+    # statement) are named, in the run's one line.
+    assert lines == [f"charge {charge_id}: pending -> reserving -> reserved -> approving -> succeeded"]
+
+
+def test_a_run_path_with_a_gap_is_shown_in_segments():
+    joined = [("pending", "reserving"), ("reserving", "reserved")]
+    assert trail_text(joined) == "pending -> reserving -> reserved"
+    gap = [("pending", "reserving"), ("unknown", "approving")]
+    assert trail_text(gap) == "pending -> reserving; unknown -> approving"
+    assert trail_text([]) == ""
 
 
 def _outbox(conn: sa.Connection) -> list[tuple[Any, ...]]:
