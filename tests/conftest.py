@@ -7,6 +7,7 @@ a sandbox reset).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,13 @@ import httpx
 import pytest
 
 from tests import services
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _process_logs_under_pytest_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Processes started by tests (tests/processes.py) keep their logs under pytest's own
+    temporary directory, which pytest prunes (the last three sessions), not in /tmp forever."""
+    os.environ["NPAY_PROCS_TMP"] = str(tmp_path_factory.mktemp("processes"))
 
 
 @pytest.fixture(scope="session")

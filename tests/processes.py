@@ -24,7 +24,8 @@ class Processes:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.dir = Path(tempfile.mkdtemp(prefix="npay-procs-"))
+        # Under pytest's temporary directory in tests (tests/conftest.py), else /tmp.
+        self.dir = Path(tempfile.mkdtemp(prefix="npay-procs-", dir=os.environ.get("NPAY_PROCS_TMP")))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
