@@ -35,6 +35,9 @@ enable_utc = True
 # noticeable share of a charge's CPU at hundreds of charges per second; see bench/RESULTS.md).
 worker_send_task_events = os.environ.get("BILLING_TASK_EVENTS", "1") != "0"
 task_send_sent_event = worker_send_task_events
+# Celery's consumer, with task events flushed in batches (worker/consumer.py;
+# BILLING_EVENT_FLUSH_MS, default 50 ms; 0 flushes every loop turn as Celery does).
+worker_consumer = "worker.consumer:Consumer"
 worker_hijack_root_logger = False
 # The walk's beat entry (never one entry per subscription); issue 9's two are below.
 beat_schedule = {
