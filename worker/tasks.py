@@ -97,10 +97,12 @@ def charge(self: Task, charge_id: int) -> str | None:
     _dispatch(outcome)
     if outcome.busy:
         # Another run holds this registration; try again shortly (never a long countdown).
+        log.info("charge %s is busy; again in 5 s", charge_id, extra={"charge_id": charge_id})
         raise self.retry(countdown=5)
     if outcome.status:
         metrics.CHARGES.labels(outcome=outcome.status, code=outcome.code or "none").inc()
-    log.info("charge %s -> %s", charge_id, outcome.status, extra={"charge_id": charge_id})
+    # (the run logged its path in one INFO line: worker.charging)
+    log.debug("charge %s -> %s", charge_id, outcome.status, extra={"charge_id": charge_id})
     return outcome.status
 
 
