@@ -36,6 +36,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:":
+            _pool_defaults(kwargs)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -45,13 +47,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
     # Timestamps are stored as naive UTC; make CURRENT_TIMESTAMP agree whatever the server zone.
     kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
-    # Room for a thread pool worker (`--pool threads -c 32`) without waiting on connections.
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 30)
+    _pool_defaults(kwargs)
     engine = create_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         ping_when_idle(engine, IDLE_PING_AFTER)
     return engine
+
+
+def pool_sizes(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """Connections a process keeps (``BILLING_DB_POOL_SIZE``, default 32) and may open beyond
+    them for a moment (``BILLING_DB_MAX_OVERFLOW``, default 8).
+
+    A threads-pool worker holds a connection only inside a charge's short transactions, never
+    across a NAVER call, so 32 kept connections serve far more threads; connections beyond the
+    kept ones are closed when given back, and under load that churn (a new PostgreSQL
+    connection per transaction) cost more CPU than the charges. Mind the server's
+    ``max_connections``: every worker process may hold size + overflow."""
+    values = []
+    for name, default, least in (("BILLING_DB_POOL_SIZE", 32, 1), ("BILLING_DB_MAX_OVERFLOW", 8, 0)):
+        raw = environ.get(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _pool_defaults(kwargs: dict[str, Any]) -> None:
+    size, overflow = pool_sizes()
+    kwargs.setdefault("pool_size", size)
+    kwargs.setdefault("max_overflow", overflow)
 
 
 IDLE_PING_AFTER = 10.0

@@ -62,3 +62,18 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(postgres_url: str) -> None
         assert len(pings) == 1
     finally:
         engine.dispose()
+
+
+def test_pool_sizes_come_from_the_environment_with_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert models.db.pool_sizes({}) == (32, 8)
+    assert models.db.pool_sizes({"BILLING_DB_POOL_SIZE": "5", "BILLING_DB_MAX_OVERFLOW": "0"}) == (5, 0)
+    for env, text in (({"BILLING_DB_POOL_SIZE": "many"}, "BILLING_DB_POOL_SIZE must be a whole number"),
+                      ({"BILLING_DB_POOL_SIZE": "0"}, "BILLING_DB_POOL_SIZE must be at least 1"),
+                      ({"BILLING_DB_MAX_OVERFLOW": "-1"}, "BILLING_DB_MAX_OVERFLOW must be at least 0")):
+        with pytest.raises(ValueError, match=text):
+            models.db.pool_sizes(env)
+    engine = make_engine(f"sqlite:///{tmp_path / 'pool.db'}")
+    try:  # a file database keeps as many connections as a threads-pool worker needs
+        assert engine.pool.size() == 32  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
