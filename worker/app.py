@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from typing import Any
 
 from celery import Celery
@@ -22,7 +20,3 @@ def _structured_logs(logger: logging.Logger, **_: Any) -> None:
     # Every handler Celery sets up gets the charge/recurrentId context and our format.
     logs.install(logger)
 
-
-# Experiment hook (bench): the interpreter's thread switch interval.
-if os.environ.get("BILLING_SWITCH_INTERVAL"):
-    sys.setswitchinterval(float(os.environ["BILLING_SWITCH_INTERVAL"]))
