@@ -81,6 +81,8 @@ def main() -> None:
                         help="per worker (default: 8 without latency, 64 with)")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write a cProfile of the walk (this process) to FILE")
     args = parser.parse_args()
     concurrency = args.concurrency or (64 if args.latency_ms else 8)
     n = args.subscriptions
@@ -112,7 +114,14 @@ def main() -> None:
 
         rss0 = rss_mb()
         started, cpu0, walk_at = time.perf_counter(), time.process_time(), datetime.now(UTC)
-        summary = walk_task()
+        if args.profile:
+            import cProfile  # noqa: PLC0415
+
+            profiler = cProfile.Profile(time.process_time)
+            summary = profiler.runcall(walk_task)
+            profiler.dump_stats(args.profile)
+        else:
+            summary = walk_task()
         walked, cpu = time.perf_counter() - started, time.process_time() - cpu0
         queued = int(Redis.from_url(redis.url).llen("celery"))
         assert summary["charges"] == n, summary

@@ -31,6 +31,7 @@ walk task enqueues them there).
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -173,11 +174,15 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     # rows as plain objects, every decision made in Python as above (the consent gate included),
     # then one UPDATE per group of rows written alike and one INSERT of the charges.
     conn = session.connection()
-    light = (query.with_only_columns(*_SUB_COLUMNS, *_MERCHANT_COLUMNS)
-             .select_from(_SUBSCRIPTIONS.outerjoin(_MERCHANTS,
-                                                   _MERCHANTS.c.id == _SUBSCRIPTIONS.c.merchant_id))
+    light = (query.with_only_columns(*_SUB_COLUMNS)
              .limit(config.batch_size).with_for_update(skip_locked=True, of=_SUBSCRIPTIONS))
     rows = [_Row(r) for r in conn.execute(light)]
+    # Their merchants in one query (a spike: one merchant), each shared by its rows (read only).
+    wanted = {row.merchant_id for row in rows if row.merchant_id is not None}
+    merchants = {m[0]: _Merchant(m) for m in conn.execute(
+        select(*_MERCHANT_COLUMNS).where(_MERCHANTS.c.id.in_(wanted)))} if wanted else {}
+    for row in rows:
+        row.merchant = merchants.get(row.merchant_id)  # None: no such merchant row
     result = BatchResult(rows=len(rows))
     decided = [(cast(Subscription, row), _decide(cast(Subscription, row), now, config)) for row in rows]
     changes = consenting.open_changes(session, [sub.id for sub, d in decided if _gated(sub, d)])
@@ -187,7 +192,7 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN.
     groups: dict[tuple[Any, ...], list[int]] = {}
     for row in rows:
-        written = row.written()
+        written = _written(row)
         if written != row.loaded:
             groups.setdefault(written, []).append(row.id)
     for written, ids in groups.items():
@@ -215,7 +220,8 @@ _OWN = (*_READ, *_WRITTEN)
 _SUB_COLUMNS = [_SUBSCRIPTIONS.c[name] for name in _OWN]
 _MERCHANT_FIELDS = ("id", "name", "retry_delays", "max_attempts", "retryable_codes",
                     "min_cycle_interval", "missed_cycles", "consent_missing", "upcoming_notice_days")
-_MERCHANT_COLUMNS = [_MERCHANTS.c[name].label(f"m_{name}") for name in _MERCHANT_FIELDS]
+_MERCHANT_COLUMNS = [_MERCHANTS.c[name] for name in _MERCHANT_FIELDS]
+_written = operator.attrgetter(*_WRITTEN)  # the columns ``_apply`` may write, as they are now
 _BINDS = tuple(f"b_{name}" for name in _WRITTEN)
 _UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
                          .where(_SUBSCRIPTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
@@ -240,18 +246,18 @@ class _Row:
 
     __slots__ = (*_READ, *_WRITTEN, "merchant", "loaded")
     id: int
+    merchant_id: int | None
+    merchant: _Merchant | None
 
     def __init__(self, row: Any) -> None:
-        values = tuple(row)  # in the order of _SUB_COLUMNS, then _MERCHANT_COLUMNS
-        for name, value in zip(_OWN, values, strict=False):
+        values = tuple(row)  # in the order of _SUB_COLUMNS
+        for name, value in zip(_OWN, values, strict=True):
             setattr(self, name, value)
-        merchant = values[len(_OWN):]
-        self.merchant = _Merchant(merchant) if merchant[0] is not None else None
-        self.loaded = values[len(_READ):len(_OWN)]
+        self.loaded = values[len(_READ):]
 
     def written(self) -> tuple[Any, ...]:
         """The columns ``_apply`` may write, as they are now."""
-        return tuple(getattr(self, name) for name in _WRITTEN)
+        return cast(tuple[Any, ...], _written(self))
 
 
 def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,
