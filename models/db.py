@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Engine, any_, cast, create_engine, event, literal
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,3 +76,13 @@ def rowcount(result: Any) -> int:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def among(column: Any, values: Any, dialect_name: str) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(CAST(:array AS type[]))``: one
+    parameter, so the statement's text is the same whatever the count of values (psycopg
+    parses a statement's text again on every execute once it has many parameters)."""
+    if dialect_name == "postgresql":
+        array = ARRAY(column.type)
+        return column == any_(cast(literal(list(values), array), array))
+    return column.in_(list(values))

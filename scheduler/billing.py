@@ -37,7 +37,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import Select, Table, any_, bindparam, func, select, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -195,8 +198,10 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
         written = _written(row)
         if written != row.loaded:
             groups.setdefault(written, []).append(row.id)
+    postgres = conn.dialect.name == "postgresql"
     for written, ids in groups.items():
-        conn.execute(_UPDATE_SUBSCRIPTIONS, {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
+        conn.execute(_UPDATE_SUBSCRIPTIONS_PG if postgres else _UPDATE_SUBSCRIPTIONS,
+                     {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
     _insert(session, charge_rows, result)
     return result
 
@@ -223,10 +228,16 @@ _MERCHANT_FIELDS = ("id", "name", "retry_delays", "max_attempts", "retryable_cod
 _MERCHANT_COLUMNS = [_MERCHANTS.c[name] for name in _MERCHANT_FIELDS]
 _written = operator.attrgetter(*_WRITTEN)  # the columns ``_apply`` may write, as they are now
 _BINDS = tuple(f"b_{name}" for name in _WRITTEN)
+_WRITE_VALUES = {name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type) for name in _WRITTEN}
 _UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
                          .where(_SUBSCRIPTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
-                         .values({name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type)
-                                  for name in _WRITTEN}))
+                         .values(_WRITE_VALUES))
+# PostgreSQL: the ids as one array parameter (psycopg parses a statement with hundreds of
+# parameters again on every execute; this one's text never changes).
+_IDS = ARRAY(_SUBSCRIPTIONS.c.id.type)
+_UPDATE_SUBSCRIPTIONS_PG = (update(_SUBSCRIPTIONS)
+                            .where(_SUBSCRIPTIONS.c.id == any_(sql_cast(bindparam("b_ids", type_=_IDS), _IDS)))
+                            .values(_WRITE_VALUES))
 
 
 class _Merchant:
@@ -354,19 +365,43 @@ def _charge_row(sub: Subscription, planned: consenting.Planned, now: datetime,
     return row
 
 
+_CHARGES = cast(Table, Charge.__table__)
+# The columns of every row ``_charge_row`` builds (consent_held ones set some of them).
+_CHARGE_COLUMNS = ("subscription_id", "recurrent_id", "cycle_at", "merchant_pay_id", "amount",
+                   "tax_free_amount", "agreed_amount", "status", "reason", "lease_until", "surfaced_at",
+                   "next_attempt_at", "last_code", "created_at", "updated_at")
+_RETURNED = (_CHARGES.c.id, _CHARGES.c.status, _CHARGES.c.subscription_id, _CHARGES.c.cycle_at)
+_INSERT_CHARGES_SQLITE = sqlite.insert(_CHARGES).on_conflict_do_nothing().returning(*_RETURNED)
+
+
+def _unnest_charges() -> Any:
+    arrays = [sql_cast(bindparam(f"u_{name}", type_=ARRAY(_CHARGES.c[name].type)), ARRAY(_CHARGES.c[name].type))
+              for name in _CHARGE_COLUMNS]
+    source = func.unnest(*arrays).table_valued(*_CHARGE_COLUMNS, name="new_charges").render_derived()
+    return (postgresql.insert(_CHARGES)
+            .from_select(_CHARGE_COLUMNS, select(*[source.c[name] for name in _CHARGE_COLUMNS]))
+            .on_conflict_do_nothing().returning(*_RETURNED))
+
+
+_INSERT_CHARGES_PG = _unnest_charges()
+
+
 def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
     """Insert-or-ignore on every unique column; count what went in, log what did not."""
     session.flush()  # the subscriptions' new next_charge_at goes out in the same transaction
     if not rows:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    table = Charge.__table__
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = (dialect.insert(table).on_conflict_do_nothing()
-            .returning(table.c.id, table.c.status, table.c.subscription_id, table.c.cycle_at))
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement over one array per column (INSERT ... SELECT FROM unnest): the same
+        # short text for every batch, instead of a VALUES list psycopg would parse each time.
+        if any(len(row) != len(_CHARGE_COLUMNS) for row in rows):
+            raise ValueError(f"a charge row has columns other than {_CHARGE_COLUMNS}")
+        done_rows = session.execute(_INSERT_CHARGES_PG,
+                                    {f"u_{name}": [row[name] for row in rows] for name in _CHARGE_COLUMNS})
+    else:
+        done_rows = session.execute(_INSERT_CHARGES_SQLITE, rows)
     inserted = set()
-    for done in session.execute(stmt, rows):
+    for done in done_rows:
         inserted.add((done.subscription_id, done.cycle_at))
         if done.status == ChargeStatus.SKIPPED:
             result.skipped += 1

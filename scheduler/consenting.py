@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from models import Charge, ChargeStatus, PriceChange, PriceChangeKind, Subscription
 from models import PriceChangeStatus as PCS
+from models.db import among
 from models import SubscriptionStatus as SS
 from scheduler.consent import BILL, HOLD, OPEN_STATUSES, PAUSE, SKIP, Change, Verdict, gate, initial_agreed
 
@@ -52,9 +53,10 @@ def open_changes(session: Session, sub_ids: Iterable[int]) -> dict[int, list[Pri
     session.flush()  # what a query would autoflush (the Core probe below does not)
     # Most rows have none (a month-start spike: none at all): a Core probe for which ones do,
     # then ORM objects (the gate writes them) for those only.
-    table = PriceChange.__table__
-    having = sorted({i for (i,) in session.connection().execute(
-        select(table.c.subscription_id).where(table.c.subscription_id.in_(ids),
+    table = cast(Table, PriceChange.__table__)
+    conn = session.connection()
+    having = sorted({i for (i,) in conn.execute(
+        select(table.c.subscription_id).where(among(table.c.subscription_id, ids, conn.dialect.name),
                                               table.c.status.in_(OPEN_STATUSES)))})
     if not having:
         return found
