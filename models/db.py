@@ -78,7 +78,7 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def among(column: Any, values: Any, dialect_name: str) -> ColumnElement[bool]:
+def among(column: ColumnElement[Any], values: Any, dialect_name: str) -> ColumnElement[bool]:
     """``column IN (values)``; on PostgreSQL ``column = ANY(CAST(:array AS type[]))``: one
     parameter, so the statement's text is the same whatever the count of values (psycopg
     parses a statement's text again on every execute once it has many parameters)."""

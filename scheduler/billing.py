@@ -236,7 +236,8 @@ _UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
 # parameters again on every execute; this one's text never changes).
 _IDS = ARRAY(_SUBSCRIPTIONS.c.id.type)
 _UPDATE_SUBSCRIPTIONS_PG = (update(_SUBSCRIPTIONS)
-                            .where(_SUBSCRIPTIONS.c.id == any_(sql_cast(bindparam("b_ids", type_=_IDS), _IDS)))
+                            .where(_SUBSCRIPTIONS.c.id
+                                   == any_(sql_cast(bindparam("b_ids", type_=_IDS), _IDS)))
                             .values(_WRITE_VALUES))
 
 
@@ -268,7 +269,7 @@ class _Row:
 
     def written(self) -> tuple[Any, ...]:
         """The columns ``_apply`` may write, as they are now."""
-        return cast(tuple[Any, ...], _written(self))
+        return _written(self)
 
 
 def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,
@@ -375,8 +376,9 @@ _INSERT_CHARGES_SQLITE = sqlite.insert(_CHARGES).on_conflict_do_nothing().return
 
 
 def _unnest_charges() -> Any:
-    arrays = [sql_cast(bindparam(f"u_{name}", type_=ARRAY(_CHARGES.c[name].type)), ARRAY(_CHARGES.c[name].type))
-              for name in _CHARGE_COLUMNS]
+    types = [ARRAY(_CHARGES.c[name].type) for name in _CHARGE_COLUMNS]
+    arrays = [sql_cast(bindparam(f"u_{name}", type_=array), array)
+              for name, array in zip(_CHARGE_COLUMNS, types, strict=True)]
     source = func.unnest(*arrays).table_valued(*_CHARGE_COLUMNS, name="new_charges").render_derived()
     return (postgresql.insert(_CHARGES)
             .from_select(_CHARGE_COLUMNS, select(*[source.c[name] for name in _CHARGE_COLUMNS]))

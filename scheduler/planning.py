@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from models import MissedCycles, Subscription
@@ -80,15 +80,27 @@ def decide(sub: Subscription, now: datetime, *, missed_grace: timedelta, max_cyc
 
 
 # Cycle math is pure, and a month-start spike asks the same question of every row (one cron,
-# one zone, one due instant, one walk's now): croniter runs once per distinct question.
-@lru_cache(maxsize=4096)
+# one zone, one due instant, one walk's now): croniter runs once per distinct question. The
+# instants are keyed in UTC: an aware datetime in a DST zone compares (and hashes) by its wall
+# time, fold ignored, so two instants an hour apart would share a key; in UTC they cannot.
+# The answers depend only on the instant (tests/scheduler/test_walk_memo.py pins both).
 def _next_cycle(cron: str, tz: str, after: datetime) -> datetime:
+    return _next_cycle_utc(cron, tz, after.astimezone(UTC))
+
+
+@lru_cache(maxsize=4096)
+def _next_cycle_utc(cron: str, tz: str, after: datetime) -> datetime:
     return next_cycle(cron, tz, after)
 
 
-@lru_cache(maxsize=4096)
 def _due_cycles(cron: str, tz: str, first: datetime, now: datetime,
                 limit: int) -> tuple[tuple[datetime, ...], datetime]:
+    return _due_cycles_utc(cron, tz, first.astimezone(UTC), now.astimezone(UTC), limit)
+
+
+@lru_cache(maxsize=4096)
+def _due_cycles_utc(cron: str, tz: str, first: datetime, now: datetime,
+                    limit: int) -> tuple[tuple[datetime, ...], datetime]:
     due, following = due_cycles(cron, tz, first, now, limit)
     return tuple(due), following
 
