@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, any_, cast, create_engine, event, literal
+from sqlalchemy import ColumnElement, Engine, String, any_, cast, create_engine, event, literal
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,6 +83,7 @@ def among(column: ColumnElement[Any], values: Any, dialect_name: str) -> ColumnE
     parameter, so the statement's text is the same whatever the count of values (psycopg
     parses a statement's text again on every execute once it has many parameters)."""
     if dialect_name == "postgresql":
-        array = ARRAY(column.type)
+        # No length: a CAST to varchar(n)[] would cut longer values (and match them wrongly).
+        array = ARRAY(String() if isinstance(column.type, String) else column.type)
         return column == any_(cast(literal(list(values), array), array))
     return column.in_(list(values))

@@ -35,9 +35,10 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, any_, bindparam, func, select, update
+from sqlalchemy import Select, String, Table, any_, bindparam, func, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -375,17 +376,45 @@ _RETURNED = (_CHARGES.c.id, _CHARGES.c.status, _CHARGES.c.subscription_id, _CHAR
 _INSERT_CHARGES_SQLITE = sqlite.insert(_CHARGES).on_conflict_do_nothing().returning(*_RETURNED)
 
 
-def _unnest_charges() -> Any:
-    types = [ARRAY(_CHARGES.c[name].type) for name in _CHARGE_COLUMNS]
-    arrays = [sql_cast(bindparam(f"u_{name}", type_=array), array)
-              for name, array in zip(_CHARGE_COLUMNS, types, strict=True)]
-    source = func.unnest(*arrays).table_valued(*_CHARGE_COLUMNS, name="new_charges").render_derived()
-    return (postgresql.insert(_CHARGES)
-            .from_select(_CHARGE_COLUMNS, select(*[source.c[name] for name in _CHARGE_COLUMNS]))
+@lru_cache(maxsize=64)
+def _unnest_charges(varying: tuple[str, ...]) -> Any:
+    """PostgreSQL: ``INSERT INTO charges SELECT ... FROM unnest(:array, ...)`` with one array per
+    column in ``varying`` and one value for each other column (the same for every row of the
+    batch: a spike's rows differ only in their subscription). Its text depends only on
+    ``varying``, so psycopg parses it once."""
+    arrays = [sql_cast(bindparam(f"u_{name}", type_=ARRAY(_wide(name))), ARRAY(_wide(name)))
+              for name in varying]
+    source = func.unnest(*arrays).table_valued(*varying, name="new_charges").render_derived()
+    picked = [source.c[name] if name in varying
+              else sql_cast(bindparam(f"u_{name}", type_=_wide(name)), _wide(name))
+              for name in _CHARGE_COLUMNS]
+    return (postgresql.insert(_CHARGES).from_select(_CHARGE_COLUMNS, select(*picked))
             .on_conflict_do_nothing().returning(*_RETURNED))
 
 
-_INSERT_CHARGES_PG = _unnest_charges()
+def _wide(name: str) -> Any:
+    """The column's type without a length: PostgreSQL's CAST to varchar(n) cuts a longer value
+    silently, where the INSERT itself refuses it (the row then becomes invalid, never cut)."""
+    column_type = _CHARGES.c[name].type
+    return String() if isinstance(column_type, String) else column_type
+
+
+def _pg_insert_params(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The columns that vary across ``rows`` (the subscription id always: unnest needs one
+    array) and the parameters: a list for each of those, the one value for the others."""
+    if any(len(row) != len(_CHARGE_COLUMNS) for row in rows):
+        raise ValueError(f"a charge row has columns other than {_CHARGE_COLUMNS}")
+    varying: list[str] = []
+    params: dict[str, Any] = {}
+    for name in _CHARGE_COLUMNS:
+        values = [row[name] for row in rows]
+        first = values[0]
+        if name == "subscription_id" or any(v != first or type(v) is not type(first) for v in values):
+            varying.append(name)
+            params[f"u_{name}"] = values
+        else:
+            params[f"u_{name}"] = first
+    return tuple(varying), params
 
 
 def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
@@ -394,12 +423,10 @@ def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
-        # One statement over one array per column (INSERT ... SELECT FROM unnest): the same
-        # short text for every batch, instead of a VALUES list psycopg would parse each time.
-        if any(len(row) != len(_CHARGE_COLUMNS) for row in rows):
-            raise ValueError(f"a charge row has columns other than {_CHARGE_COLUMNS}")
-        done_rows = session.execute(_INSERT_CHARGES_PG,
-                                    {f"u_{name}": [row[name] for row in rows] for name in _CHARGE_COLUMNS})
+        # One statement over one array per varying column (INSERT ... SELECT FROM unnest): a
+        # short text psycopg parses once, instead of a VALUES list it would parse every batch.
+        varying, params = _pg_insert_params(rows)
+        done_rows = session.execute(_unnest_charges(varying), params)
     else:
         done_rows = session.execute(_INSERT_CHARGES_SQLITE, rows)
     inserted = set()
