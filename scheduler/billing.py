@@ -34,7 +34,7 @@ import logging
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
@@ -45,7 +45,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription
+from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription, UTCDateTime
 from models import SubscriptionStatus as SS
 from scheduler import consenting
 from scheduler.planning import Decision, decide, merchant_pay_id
@@ -373,7 +373,41 @@ _CHARGE_COLUMNS = ("subscription_id", "recurrent_id", "cycle_at", "merchant_pay_
                    "tax_free_amount", "agreed_amount", "status", "reason", "lease_until", "surfaced_at",
                    "next_attempt_at", "last_code", "created_at", "updated_at")
 _RETURNED = (_CHARGES.c.id, _CHARGES.c.status, _CHARGES.c.subscription_id, _CHARGES.c.cycle_at)
-_INSERT_CHARGES_SQLITE = sqlite.insert(_CHARGES).on_conflict_do_nothing().returning(*_RETURNED)
+# SQLite: the instants go in already converted (``_sqlite_params``), as plain text binds.
+_INSTANTS = tuple(name for name in _CHARGE_COLUMNS if isinstance(_CHARGES.c[name].type, UTCDateTime))
+_INSERT_CHARGES_SQLITE = (sqlite.insert(_CHARGES)
+                          .values({name: bindparam(name, type_=String() if name in _INSTANTS
+                                                   else _CHARGES.c[name].type) for name in _CHARGE_COLUMNS})
+                          .on_conflict_do_nothing().returning(*_RETURNED))
+
+
+def _sqlite_params(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each instant converted as its column's type converts it (aware UTC ->
+    SQLite's text), once per distinct instant of the batch instead of once per row and column
+    (a spike's rows share their cycle, lease and timestamps)."""
+    dialect = session.get_bind().dialect
+    convert = _CHARGES.c.cycle_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert convert is not None and all(_CHARGES.c[n].type.__class__ is UTCDateTime for n in _INSTANTS)
+    done: dict[datetime, Any] = {}
+    params = []
+    for row in rows:
+        if len(row) != len(_CHARGE_COLUMNS):
+            raise ValueError(f"a charge row has columns other than {_CHARGE_COLUMNS}")
+        param = dict(row)
+        for name in _INSTANTS:
+            value = row[name]
+            if value is None:
+                continue
+            if value.tzinfo is not UTC or type(value) is not datetime:
+                # (an aware datetime in a DST zone compares by wall time: no memo for it)
+                param[name] = convert(value)
+                continue
+            text = done.get(value)
+            if text is None:
+                text = done[value] = convert(value)
+            param[name] = text
+        params.append(param)
+    return params
 
 
 @lru_cache(maxsize=64)
@@ -428,7 +462,7 @@ def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -
         varying, params = _pg_insert_params(rows)
         done_rows = session.execute(_unnest_charges(varying), params)
     else:
-        done_rows = session.execute(_INSERT_CHARGES_SQLITE, rows)
+        done_rows = session.execute(_INSERT_CHARGES_SQLITE, _sqlite_params(session, rows))
     inserted = set()
     for done in done_rows:
         inserted.add((done.subscription_id, done.cycle_at))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -97,3 +98,18 @@ def test_a_value_too_long_is_refused_not_cut(db):
     with pytest.raises(DBAPIError, match="too long"):
         _insert(db, rows)
     assert _stored(db) == []
+
+
+def test_instants_in_any_zone_are_stored_as_their_utc_instant(db):
+    # The SQLite path converts each distinct UTC instant once; others one by one. 01:30 came
+    # twice in New York on 1 Nov 2026: equal as wall times, an hour apart as instants.
+    ny = ZoneInfo("America/New_York")
+    first, second = datetime(2026, 11, 1, 1, 30, tzinfo=ny), datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=ny)
+    subs = _subscriptions(db, 4)
+    rows = [_row(subs[0], created_at=first), _row(subs[1], created_at=second),
+            _row(subs[2], created_at=first.astimezone(UTC)), _row(subs[3], created_at=second.astimezone(UTC))]
+    _insert(db, rows)
+    stored = [r["created_at"] for r in _stored(db)]
+    # (compared in UTC: PEP 495 makes a repeated wall time unequal to every other zone's instant)
+    expected = [first.astimezone(UTC), second.astimezone(UTC)] * 2
+    assert stored == expected and expected[1] - expected[0] == timedelta(hours=1)
