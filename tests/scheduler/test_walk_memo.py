@@ -164,3 +164,50 @@ def test_an_unhashable_value_is_checked_uncached() -> None:
     assert _outcome(validation.problems, sub) == _outcome(_reference_problems, sub)
     sub.merchant.retry_delays = "1h"
     assert validation.problems(sub) == _reference_problems(sub) == []
+
+
+# --- planning.decide: the plan of a row without problems ---------------------------------------
+
+NOW = datetime(2026, 11, 1, 0, 1, tzinfo=UTC)
+decided_rows = st.builds(
+    SimpleNamespace, id=st.just(7), merchant_id=st.just(1), recurrent_id=st.just("R"),
+    merchant_user_id=st.just("u"), product_code=st.just("P"), product_name=st.just("n"),
+    amount=st.just(9900), tax_free_amount=st.just(0),
+    seen_status=st.sampled_from(("active", "paused", "invalid")),
+    next_charge_at=st.one_of(st.none(), st.builds(lambda m: NOW + timedelta(minutes=m), st.integers(-90_000, 600))),
+    cron=st.sampled_from(("0 0 1 * *", "0 9 * * *", "*/20 * * * *", " 0 0 1 * * ")),
+    scheduled_cron=st.sampled_from((None, "0 0 1 * *", "0 9 * * *")),
+    timezone=st.sampled_from(("Asia/Seoul", "America/New_York")),
+    scheduled_timezone=st.sampled_from((None, "Asia/Seoul")),
+    merchant=st.builds(SimpleNamespace, id=st.just(1), name=st.just("m"), retry_delays=st.just("1h"),
+                       max_attempts=st.just(4), retryable_codes=st.just("Fail"),
+                       min_cycle_interval=st.just("1m"),
+                       missed_cycles=st.sampled_from(("all", "latest", "skip"))))
+
+
+def _uncached_decision(sub: Any, now: datetime, grace: timedelta, limit: int) -> planning.Decision:
+    """decide() as written before its plan was memoized."""
+    why = planning.reschedule_reason(sub)
+    if why:
+        return planning.Decision(next_charge_at=next_cycle(sub.cron, sub.timezone, now), rescheduled=why)
+    if sub.next_charge_at > now:
+        return planning.Decision(next_charge_at=sub.next_charge_at)
+    cycles, following = due_cycles(sub.cron, sub.timezone, sub.next_charge_at, now, limit)
+    plan = planning.plan_cycles(cycles, complete=following > now, rule=sub.merchant.missed_cycles,
+                                cutoff=now - grace)
+    return planning.Decision(next_charge_at=following, cycles=tuple(plan))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(decided_rows, min_size=1, max_size=6), st.sampled_from((timedelta(hours=1), timedelta(0))),
+       st.sampled_from((1, 3, 100)))
+def test_a_cached_decision_is_the_uncached_one(subs: list[Any], grace: timedelta, limit: int) -> None:
+    for sub in subs * 2:  # the second round is answered from the cache
+        got = planning.decide(sub, NOW, missed_grace=grace, max_cycles=limit)
+        assert got == _uncached_decision(sub, NOW, grace, limit)
+    # the same instants written in another zone are answered too, without the cache
+    sub = subs[0]
+    sub.next_charge_at = sub.next_charge_at and sub.next_charge_at.astimezone(ZoneInfo("America/New_York"))
+    seoul_now = NOW.astimezone(ZoneInfo("Asia/Seoul"))
+    assert planning.decide(sub, seoul_now, missed_grace=grace, max_cycles=limit) == \
+        _uncached_decision(sub, seoul_now, grace, limit)
