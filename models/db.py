@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, String, any_, cast, create_engine, event, literal
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,14 +75,3 @@ def rowcount(result: Any) -> int:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def among(column: ColumnElement[Any], values: Any, dialect_name: str) -> ColumnElement[bool]:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(CAST(:array AS type[]))``: one
-    parameter, so the statement's text is the same whatever the count of values (psycopg
-    parses a statement's text again on every execute once it has many parameters)."""
-    if dialect_name == "postgresql":
-        # No length: a CAST to varchar(n)[] would cut longer values (and match them wrongly).
-        array = ARRAY(String() if isinstance(column.type, String) else column.type)
-        return column == any_(cast(literal(list(values), array), array))
-    return column.in_(list(values))

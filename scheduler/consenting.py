@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from models import Charge, ChargeStatus, PriceChange, PriceChangeKind, Subscription
 from models import PriceChangeStatus as PCS
 from models import SubscriptionStatus as SS
-from models.db import among
+from scheduler.batchsql import among
 from scheduler.consent import BILL, HOLD, OPEN_STATUSES, PAUSE, SKIP, Change, Verdict, gate, initial_agreed
 
 
