@@ -447,7 +447,10 @@ def _pg_insert_params(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict
     for name in _CHARGE_COLUMNS:
         values = [row[name] for row in rows]
         first = values[0]
-        if name == "subscription_id" or any(v != first or type(v) is not type(first) for v in values):
+        # Alike = equal, of one type, and an instant only in UTC (in a DST zone two instants an
+        # hour apart compare equal by their wall time).
+        if (name == "subscription_id" or isinstance(first, datetime) and first.tzinfo is not UTC
+                or any(v != first or type(v) is not type(first) for v in values)):
             varying.append(name)
             params[f"u_{name}"] = values
         else:

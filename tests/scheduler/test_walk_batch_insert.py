@@ -113,3 +113,12 @@ def test_instants_in_any_zone_are_stored_as_their_utc_instant(db):
     # (compared in UTC: PEP 495 makes a repeated wall time unequal to every other zone's instant)
     expected = [first.astimezone(UTC), second.astimezone(UTC)] * 2
     assert stored == expected and expected[1] - expected[0] == timedelta(hours=1)
+
+
+def test_two_instants_with_the_same_wall_time_in_one_batch_stay_apart(db):
+    ny = ZoneInfo("America/New_York")
+    first, second = datetime(2026, 11, 1, 1, 30, tzinfo=ny), datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=ny)
+    assert first == second  # same zone: compared by wall time
+    subs = _subscriptions(db, 2)
+    _insert(db, [_row(subs[0], created_at=first), _row(subs[1], created_at=second)])
+    assert [r["created_at"] for r in _stored(db)] == [first.astimezone(UTC), second.astimezone(UTC)]
