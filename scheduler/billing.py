@@ -25,22 +25,31 @@ objects that the same decisions read and write, then writes the subscriptions wi
 ``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group) and
 the charges with the one INSERT; the savepoint redo (step 3) loads ORM objects as before.
 ``run_step``'s ``on_batch`` receives each batch's new charge ids right after its commit (the
-walk task enqueues them there).
+walk task enqueues them there). The merchants of a batch are read once and shared by their
+rows. The charges' INSERT: on SQLite a multi-row VALUES whose instants are converted once per
+distinct value; on PostgreSQL ``INSERT ... SELECT FROM unnest(:arrays)``, an array for each
+column that varies in the batch and one value for the others, so psycopg parses one short
+statement instead of a 7,500-parameter one per batch (and id lists go as ``= ANY(:array)``).
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import Select, String, Table, any_, bindparam, func, select, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription
+from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription, UTCDateTime
 from models import SubscriptionStatus as SS
 from scheduler import consenting
 from scheduler.planning import Decision, decide, merchant_pay_id
@@ -173,11 +182,15 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     # rows as plain objects, every decision made in Python as above (the consent gate included),
     # then one UPDATE per group of rows written alike and one INSERT of the charges.
     conn = session.connection()
-    light = (query.with_only_columns(*_SUB_COLUMNS, *_MERCHANT_COLUMNS)
-             .select_from(_SUBSCRIPTIONS.outerjoin(_MERCHANTS,
-                                                   _MERCHANTS.c.id == _SUBSCRIPTIONS.c.merchant_id))
+    light = (query.with_only_columns(*_SUB_COLUMNS)
              .limit(config.batch_size).with_for_update(skip_locked=True, of=_SUBSCRIPTIONS))
     rows = [_Row(r) for r in conn.execute(light)]
+    # Their merchants in one query (a spike: one merchant), each shared by its rows (read only).
+    wanted = {row.merchant_id for row in rows if row.merchant_id is not None}
+    merchants = {m[0]: _Merchant(m) for m in conn.execute(
+        select(*_MERCHANT_COLUMNS).where(_MERCHANTS.c.id.in_(wanted)))} if wanted else {}
+    for row in rows:
+        row.merchant = merchants.get(row.merchant_id)  # None: no such merchant row
     result = BatchResult(rows=len(rows))
     decided = [(cast(Subscription, row), _decide(cast(Subscription, row), now, config)) for row in rows]
     changes = consenting.open_changes(session, [sub.id for sub, d in decided if _gated(sub, d)])
@@ -187,11 +200,13 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN.
     groups: dict[tuple[Any, ...], list[int]] = {}
     for row in rows:
-        written = row.written()
+        written = _written(row)
         if written != row.loaded:
             groups.setdefault(written, []).append(row.id)
+    postgres = conn.dialect.name == "postgresql"
     for written, ids in groups.items():
-        conn.execute(_UPDATE_SUBSCRIPTIONS, {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
+        conn.execute(_UPDATE_SUBSCRIPTIONS_PG if postgres else _UPDATE_SUBSCRIPTIONS,
+                     {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
     _insert(session, charge_rows, result)
     return result
 
@@ -215,12 +230,20 @@ _OWN = (*_READ, *_WRITTEN)
 _SUB_COLUMNS = [_SUBSCRIPTIONS.c[name] for name in _OWN]
 _MERCHANT_FIELDS = ("id", "name", "retry_delays", "max_attempts", "retryable_codes",
                     "min_cycle_interval", "missed_cycles", "consent_missing", "upcoming_notice_days")
-_MERCHANT_COLUMNS = [_MERCHANTS.c[name].label(f"m_{name}") for name in _MERCHANT_FIELDS]
+_MERCHANT_COLUMNS = [_MERCHANTS.c[name] for name in _MERCHANT_FIELDS]
+_written = operator.attrgetter(*_WRITTEN)  # the columns ``_apply`` may write, as they are now
 _BINDS = tuple(f"b_{name}" for name in _WRITTEN)
+_WRITE_VALUES = {name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type) for name in _WRITTEN}
 _UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
                          .where(_SUBSCRIPTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
-                         .values({name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type)
-                                  for name in _WRITTEN}))
+                         .values(_WRITE_VALUES))
+# PostgreSQL: the ids as one array parameter (psycopg parses a statement with hundreds of
+# parameters again on every execute; this one's text never changes).
+_IDS = ARRAY(_SUBSCRIPTIONS.c.id.type)
+_UPDATE_SUBSCRIPTIONS_PG = (update(_SUBSCRIPTIONS)
+                            .where(_SUBSCRIPTIONS.c.id
+                                   == any_(sql_cast(bindparam("b_ids", type_=_IDS), _IDS)))
+                            .values(_WRITE_VALUES))
 
 
 class _Merchant:
@@ -240,18 +263,18 @@ class _Row:
 
     __slots__ = (*_READ, *_WRITTEN, "merchant", "loaded")
     id: int
+    merchant_id: int | None
+    merchant: _Merchant | None
 
     def __init__(self, row: Any) -> None:
-        values = tuple(row)  # in the order of _SUB_COLUMNS, then _MERCHANT_COLUMNS
-        for name, value in zip(_OWN, values, strict=False):
+        values = tuple(row)  # in the order of _SUB_COLUMNS
+        for name, value in zip(_OWN, values, strict=True):
             setattr(self, name, value)
-        merchant = values[len(_OWN):]
-        self.merchant = _Merchant(merchant) if merchant[0] is not None else None
-        self.loaded = values[len(_READ):len(_OWN)]
+        self.loaded = values[len(_READ):]
 
     def written(self) -> tuple[Any, ...]:
         """The columns ``_apply`` may write, as they are now."""
-        return tuple(getattr(self, name) for name in _WRITTEN)
+        return _written(self)
 
 
 def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,
@@ -348,19 +371,107 @@ def _charge_row(sub: Subscription, planned: consenting.Planned, now: datetime,
     return row
 
 
+_CHARGES = cast(Table, Charge.__table__)
+# The columns of every row ``_charge_row`` builds (consent_held ones set some of them).
+_CHARGE_COLUMNS = ("subscription_id", "recurrent_id", "cycle_at", "merchant_pay_id", "amount",
+                   "tax_free_amount", "agreed_amount", "status", "reason", "lease_until", "surfaced_at",
+                   "next_attempt_at", "last_code", "created_at", "updated_at")
+_RETURNED = (_CHARGES.c.id, _CHARGES.c.status, _CHARGES.c.subscription_id, _CHARGES.c.cycle_at)
+# SQLite: the instants go in already converted (``_sqlite_params``), as plain text binds.
+_INSTANTS = tuple(name for name in _CHARGE_COLUMNS if isinstance(_CHARGES.c[name].type, UTCDateTime))
+_INSERT_CHARGES_SQLITE = (sqlite.insert(_CHARGES)
+                          .values({name: bindparam(name, type_=String() if name in _INSTANTS
+                                                   else _CHARGES.c[name].type) for name in _CHARGE_COLUMNS})
+                          .on_conflict_do_nothing().returning(*_RETURNED))
+
+
+def _sqlite_params(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each instant converted as its column's type converts it (aware UTC ->
+    SQLite's text), once per distinct instant of the batch instead of once per row and column
+    (a spike's rows share their cycle, lease and timestamps)."""
+    dialect = session.get_bind().dialect
+    convert = _CHARGES.c.cycle_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert convert is not None and all(_CHARGES.c[n].type.__class__ is UTCDateTime for n in _INSTANTS)
+    done: dict[datetime, Any] = {}
+    params = []
+    for row in rows:
+        if len(row) != len(_CHARGE_COLUMNS):
+            raise ValueError(f"a charge row has columns other than {_CHARGE_COLUMNS}")
+        param = dict(row)
+        for name in _INSTANTS:
+            value = row[name]
+            if value is None:
+                continue
+            if value.tzinfo is not UTC or type(value) is not datetime:
+                # (an aware datetime in a DST zone compares by wall time: no memo for it)
+                param[name] = convert(value)
+                continue
+            text = done.get(value)
+            if text is None:
+                text = done[value] = convert(value)
+            param[name] = text
+        params.append(param)
+    return params
+
+
+@lru_cache(maxsize=64)
+def _unnest_charges(varying: tuple[str, ...]) -> Any:
+    """PostgreSQL: ``INSERT INTO charges SELECT ... FROM unnest(:array, ...)`` with one array per
+    column in ``varying`` and one value for each other column (the same for every row of the
+    batch: a spike's rows differ only in their subscription). Its text depends only on
+    ``varying``, so psycopg parses it once."""
+    arrays = [sql_cast(bindparam(f"u_{name}", type_=ARRAY(_wide(name))), ARRAY(_wide(name)))
+              for name in varying]
+    source = func.unnest(*arrays).table_valued(*varying, name="new_charges").render_derived()
+    picked = [source.c[name] if name in varying
+              else sql_cast(bindparam(f"u_{name}", type_=_wide(name)), _wide(name))
+              for name in _CHARGE_COLUMNS]
+    return (postgresql.insert(_CHARGES).from_select(_CHARGE_COLUMNS, select(*picked))
+            .on_conflict_do_nothing().returning(*_RETURNED))
+
+
+def _wide(name: str) -> Any:
+    """The column's type without a length: PostgreSQL's CAST to varchar(n) cuts a longer value
+    silently, where the INSERT itself refuses it (the row then becomes invalid, never cut)."""
+    column_type = _CHARGES.c[name].type
+    return String() if isinstance(column_type, String) else column_type
+
+
+def _pg_insert_params(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The columns that vary across ``rows`` (the subscription id always: unnest needs one
+    array) and the parameters: a list for each of those, the one value for the others."""
+    if any(len(row) != len(_CHARGE_COLUMNS) for row in rows):
+        raise ValueError(f"a charge row has columns other than {_CHARGE_COLUMNS}")
+    varying: list[str] = []
+    params: dict[str, Any] = {}
+    for name in _CHARGE_COLUMNS:
+        values = [row[name] for row in rows]
+        first = values[0]
+        # Alike = equal, of one type, and an instant only in UTC (in a DST zone two instants an
+        # hour apart compare equal by their wall time).
+        if (name == "subscription_id" or isinstance(first, datetime) and first.tzinfo is not UTC
+                or any(v != first or type(v) is not type(first) for v in values)):
+            varying.append(name)
+            params[f"u_{name}"] = values
+        else:
+            params[f"u_{name}"] = first
+    return tuple(varying), params
+
+
 def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
     """Insert-or-ignore on every unique column; count what went in, log what did not."""
     session.flush()  # the subscriptions' new next_charge_at goes out in the same transaction
     if not rows:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    table = Charge.__table__
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = (dialect.insert(table).on_conflict_do_nothing()
-            .returning(table.c.id, table.c.status, table.c.subscription_id, table.c.cycle_at))
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement over one array per varying column (INSERT ... SELECT FROM unnest): a
+        # short text psycopg parses once, instead of a VALUES list it would parse every batch.
+        varying, params = _pg_insert_params(rows)
+        done_rows = session.execute(_unnest_charges(varying), params)
+    else:
+        done_rows = session.execute(_INSERT_CHARGES_SQLITE, _sqlite_params(session, rows))
     inserted = set()
-    for done in session.execute(stmt, rows):
+    for done in done_rows:
         inserted.add((done.subscription_id, done.cycle_at))
         if done.status == ChargeStatus.SKIPPED:
             result.skipped += 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from models import MissedCycles, Subscription
@@ -57,8 +57,15 @@ def merchant_pay_id(subscription_id: int, cycle_at: datetime) -> str:
     return f"NPB-{subscription_id}-{_stamp(cycle_at)}"
 
 
-@lru_cache(maxsize=4096)
 def _stamp(cycle_at: datetime) -> str:
+    if cycle_at.tzinfo is UTC and type(cycle_at) is datetime:  # what the walk passes: cached
+        return _stamp_utc(cycle_at)
+    # (another zone's instant equal to a UTC one would share its cache entry, not its digits)
+    return f"{cycle_at:%Y%m%d%H%M%S}"
+
+
+@lru_cache(maxsize=4096)
+def _stamp_utc(cycle_at: datetime) -> str:
     return f"{cycle_at:%Y%m%d%H%M%S}"
 
 
@@ -67,42 +74,78 @@ def decide(sub: Subscription, now: datetime, *, missed_grace: timedelta, max_cyc
     reasons = problems(sub)
     if reasons:
         return Decision(problems=tuple(reasons))
-    why = reschedule_reason(sub)
+    question = (sub.seen_status, sub.next_charge_at, sub.cron, sub.scheduled_cron, sub.timezone,
+                sub.scheduled_timezone, sub.merchant.missed_cycles, now, missed_grace, max_cycles)
+    if all(v is None or type(v) is datetime and v.tzinfo is UTC for v in (sub.next_charge_at, now)):
+        try:
+            return _plan_cached(*question)  # a spike's rows all ask the same question
+        except TypeError:  # an unhashable value (a row built by hand): asked uncached below
+            pass
+    return _plan(*question)
+
+
+def _plan(seen_status: str, next_charge_at: datetime | None, cron: str, scheduled_cron: str | None,
+          timezone: str, scheduled_timezone: str | None, missed_cycles: str, now: datetime,
+          missed_grace: timedelta, max_cycles: int) -> Decision:
+    """``decide`` for a row without problems: pure in these columns (a cached copy answers the
+    rows that share them; UTC instants only, see ``_next_cycle``)."""
+    why = _reschedule_reason(seen_status, next_charge_at, cron, scheduled_cron, timezone, scheduled_timezone)
     if why:
-        return Decision(next_charge_at=_next_cycle(sub.cron, sub.timezone, now), rescheduled=why)
-    assert sub.next_charge_at is not None  # reschedule_reason covers NULL
-    if sub.next_charge_at > now:
-        return Decision(next_charge_at=sub.next_charge_at)
-    cycles, following = _due_cycles(sub.cron, sub.timezone, sub.next_charge_at, now, max_cycles)
-    plan = plan_cycles(cycles, complete=following > now, rule=sub.merchant.missed_cycles,
-                       cutoff=now - missed_grace)
+        return Decision(next_charge_at=_next_cycle(cron, timezone, now), rescheduled=why)
+    assert next_charge_at is not None  # reschedule_reason covers NULL
+    if next_charge_at > now:
+        return Decision(next_charge_at=next_charge_at)
+    cycles, following = _due_cycles(cron, timezone, next_charge_at, now, max_cycles)
+    plan = plan_cycles(cycles, complete=following > now, rule=missed_cycles, cutoff=now - missed_grace)
     return Decision(next_charge_at=following, cycles=tuple(plan))
 
 
+_plan_cached = lru_cache(maxsize=1024)(_plan)
+
+
 # Cycle math is pure, and a month-start spike asks the same question of every row (one cron,
-# one zone, one due instant, one walk's now): croniter runs once per distinct question.
-@lru_cache(maxsize=4096)
+# one zone, one due instant, one walk's now): croniter runs once per distinct question. The
+# instants are keyed in UTC: an aware datetime in a DST zone compares (and hashes) by its wall
+# time, fold ignored, so two instants an hour apart would share a key; in UTC they cannot.
+# The answers depend only on the instant (tests/scheduler/test_walk_memo.py pins both).
 def _next_cycle(cron: str, tz: str, after: datetime) -> datetime:
+    return _next_cycle_utc(cron, tz, after.astimezone(UTC))
+
+
+@lru_cache(maxsize=4096)
+def _next_cycle_utc(cron: str, tz: str, after: datetime) -> datetime:
     return next_cycle(cron, tz, after)
 
 
-@lru_cache(maxsize=4096)
 def _due_cycles(cron: str, tz: str, first: datetime, now: datetime,
                 limit: int) -> tuple[tuple[datetime, ...], datetime]:
+    return _due_cycles_utc(cron, tz, first.astimezone(UTC), now.astimezone(UTC), limit)
+
+
+@lru_cache(maxsize=4096)
+def _due_cycles_utc(cron: str, tz: str, first: datetime, now: datetime,
+                    limit: int) -> tuple[tuple[datetime, ...], datetime]:
     due, following = due_cycles(cron, tz, first, now, limit)
     return tuple(due), following
 
 
 def reschedule_reason(sub: Subscription) -> str | None:
     """Why ``next_charge_at`` cannot be trusted and is computed again from now (or None)."""
-    if sub.seen_status != SS.ACTIVE:
+    return _reschedule_reason(sub.seen_status, sub.next_charge_at, sub.cron, sub.scheduled_cron,
+                              sub.timezone, sub.scheduled_timezone)
+
+
+def _reschedule_reason(seen_status: str, next_charge_at: datetime | None, cron: str,
+                       scheduled_cron: str | None, timezone: str,
+                       scheduled_timezone: str | None) -> str | None:
+    if seen_status != SS.ACTIVE:
         return "resumed"
-    if sub.next_charge_at is None:
+    if next_charge_at is None:
         return "new"
     # NULL scheduled_*: next_charge_at was set by hand (or before these columns): trusted.
-    if sub.scheduled_cron is not None and " ".join(sub.cron.split()) != " ".join(sub.scheduled_cron.split()):
+    if scheduled_cron is not None and " ".join(cron.split()) != " ".join(scheduled_cron.split()):
         return "schedule changed"
-    if sub.scheduled_timezone is not None and sub.timezone != sub.scheduled_timezone:
+    if scheduled_timezone is not None and timezone != scheduled_timezone:
         return "schedule changed"
     return None
 

@@ -99,11 +99,41 @@ def problems(subscription: Subscription) -> list[str]:
         if value is None or not str(value).strip():
             found.append(f"{column} is empty")
     found.extend(limit_problems(subscription))
-    found.extend(schedule_problems(subscription))
+    found.extend(_shared_problems(subscription))
+    return found
+
+
+def _shared_problems(subscription: Subscription) -> tuple[str, ...]:
+    """The checks that read only the row's cron, zone and merchant_id and its merchant's
+    policy columns: every row alike (a month-start spike: all of them) shares one answer,
+    computed once (a bounded cache keyed by those values and their types, so 1 and 1.0 or
+    True are not mistaken for each other)."""
+    merchant = subscription.merchant
+    values = (subscription.cron, subscription.timezone, subscription.merchant_id) if merchant is None else (
+        subscription.cron, subscription.timezone, subscription.merchant_id, merchant.id, merchant.name,
+        merchant.retry_delays, merchant.max_attempts, merchant.retryable_codes, merchant.min_cycle_interval)
+    key = (values, tuple(map(type, values)))
+    try:
+        return _SHARED[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value (a row built by hand): the same checks, uncached
+        return _shared_uncached(subscription)
+    found = _shared_uncached(subscription)
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[key] = found
+    return found
+
+
+_SHARED: dict[object, tuple[str, ...]] = {}
+_SHARED_MAX = 1024
+
+
+def _shared_uncached(subscription: Subscription) -> tuple[str, ...]:
+    found = schedule_problems(subscription)
     if subscription.merchant is None:
-        found.append(
-            f"unknown merchant_id {subscription.merchant_id!r}: no such row in merchants"
-        )
+        found.append(f"unknown merchant_id {subscription.merchant_id!r}: no such row in merchants")
     else:
         found.extend(merchant_problems(subscription.merchant))
-    return found
+    return tuple(found)
