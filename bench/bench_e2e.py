@@ -56,11 +56,22 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def main_thread_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process's main thread alone (a Celery worker's consumer loop: receive,
     ack, events, logging; the threads pool's tasks run in the other threads)."""
     fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _instant(value: object) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def main() -> None:
@@ -131,6 +142,7 @@ def main() -> None:
         # Start-up (imports, connecting) is not a charge's cost: CPU is counted from here.
         others = {"sandbox": sandbox.proc.pid, "redis": redis.proc.pid, "beat": procs.procs["beat"].pid}
         others_before = {name: cpu_seconds(pid) for name, pid in others.items()}
+        split_before = {name: user_system_seconds(procs.procs[name].pid) for name in workers}
         idle_cpu = {name: (cpu_seconds(procs.procs[name].pid), main_thread_cpu_seconds(procs.procs[name].pid))
                     for name in workers}
         spy = None
@@ -150,6 +162,11 @@ def main() -> None:
             spy.wait(timeout=60)
         with db.engine.connect() as conn:
             approved_at = sorted(conn.execute(sa.select(Charge.approved_at)).scalars())
+        with db.engine.connect() as conn:  # per charge: reserve recorded -> approve recorded
+            pairs = conn.execute(sa.text(
+                "SELECT r.created_at, a.created_at FROM charge_attempts r JOIN charge_attempts a "
+                "ON a.charge_id = r.charge_id AND a.kind = 'approve' WHERE r.kind = 'reserve'")).all()
+        gaps = sorted((_instant(a) - _instant(r)).total_seconds() * 1000 for r, a in pairs)
         lo, hi = n // 10, n - n // 10 - 1
         steady = (hi - lo) / (approved_at[hi] - approved_at[lo]).total_seconds()
         ledger = httpx.get(f"{sandbox.url}/_sandbox/ledger", timeout=60).json()
@@ -171,6 +188,13 @@ def main() -> None:
               + (f" (main thread: consumer loop {1000 * consumer_cpu / n:.1f} ms, pool threads "
                  f"{1000 * (worker_cpu - consumer_cpu) / n:.1f} ms)" if consumer_cpu is not None else ""))
         used = {name: cpu_seconds(pid) - others_before[name] for name, pid in others.items()}
+        user = sum(user_system_seconds(procs.procs[w].pid)[0] - split_before[w][0] for w in workers)
+        system = sum(user_system_seconds(procs.procs[w].pid)[1] - split_before[w][1] for w in workers)
+        print(f"worker CPU split: user {1000 * user / n:.1f} ms, system {1000 * system / n:.1f} ms per charge")
+        if gaps:
+            print(f"per charge, reserve answer recorded -> approve answer recorded: p50 "
+                  f"{gaps[len(gaps) // 2]:.0f} ms, p90 {gaps[len(gaps) * 9 // 10]:.0f} ms "
+                  f"(the approval call itself: the latency plus our transaction before it)")
         print("other processes, CPU ms per charge: "
               + ", ".join(f"{name} {1000 * seconds / n:.1f}" for name, seconds in used.items()))
         if ceiling:
