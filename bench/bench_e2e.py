@@ -190,7 +190,8 @@ def main() -> None:
         used = {name: cpu_seconds(pid) - others_before[name] for name, pid in others.items()}
         user = sum(user_system_seconds(procs.procs[w].pid)[0] - split_before[w][0] for w in workers)
         system = sum(user_system_seconds(procs.procs[w].pid)[1] - split_before[w][1] for w in workers)
-        print(f"worker CPU split: user {1000 * user / n:.1f} ms, system {1000 * system / n:.1f} ms per charge")
+        print(f"worker CPU split: user {1000 * user / n:.1f} ms, "
+              f"system {1000 * system / n:.1f} ms per charge")
         if gaps:
             print(f"per charge, reserve answer recorded -> approve answer recorded: p50 "
                   f"{gaps[len(gaps) // 2]:.0f} ms, p90 {gaps[len(gaps) * 9 // 10]:.0f} ms "
