@@ -45,29 +45,28 @@ from tests.conftest import Database  # noqa: E402
 from tests.processes import Processes, wait_for  # noqa: E402
 
 
+def _stat_times(path: str) -> tuple[float, float]:
+    """User and system CPU seconds in a /proc ``stat`` file (a process's or one thread's)."""
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its children (prefork pool processes), from /proc."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     pids = [pid, *(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
-    for one in pids:
-        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(sum(_stat_times(f"/proc/{one}/stat")) for one in pids)
 
 
 def user_system_seconds(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of a process (its threads included), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    return _stat_times(f"/proc/{pid}/stat")
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process's main thread alone (a Celery worker's consumer loop: receive,
     ack, events, logging; the threads pool's tasks run in the other threads)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(_stat_times(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def _instant(value: object) -> datetime:

@@ -36,7 +36,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        if parsed.database and parsed.database != ":memory:":
             _pool_defaults(kwargs)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -63,17 +62,19 @@ def pool_sizes(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
     kept ones are closed when given back, and under load that churn (a new PostgreSQL
     connection per transaction) cost more CPU than the charges. Mind the server's
     ``max_connections``: every worker process may hold size + overflow."""
-    values = []
-    for name, default, least in (("BILLING_DB_POOL_SIZE", 32, 1), ("BILLING_DB_MAX_OVERFLOW", 8, 0)):
-        raw = environ.get(name, str(default))
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-        if value < least:
-            raise ValueError(f"{name} must be at least {least}, got {value}")
-        values.append(value)
-    return values[0], values[1]
+    return (_whole(environ, "BILLING_DB_POOL_SIZE", 32, least=1),
+            _whole(environ, "BILLING_DB_MAX_OVERFLOW", 8, least=0))
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int, least: int) -> int:
+    raw = environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, got {value}")
+    return value
 
 
 def _pool_defaults(kwargs: dict[str, Any]) -> None:

@@ -272,10 +272,6 @@ class _Row:
             setattr(self, name, value)
         self.loaded = values[len(_READ):]
 
-    def written(self) -> tuple[Any, ...]:
-        """The columns ``_apply`` may write, as they are now."""
-        return _written(self)
-
 
 def _one_in_savepoint(session: Session, sub: Subscription, now: datetime, config: WalkConfig,
                       result: BatchResult) -> None:

@@ -19,4 +19,3 @@ app.config_from_object("celeryconfig")
 def _structured_logs(logger: logging.Logger, **_: Any) -> None:
     # Every handler Celery sets up gets the charge/recurrentId context and our format.
     logs.install(logger)
-

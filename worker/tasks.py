@@ -97,7 +97,6 @@ def charge(self: Task, charge_id: int) -> str | None:
     _dispatch(outcome)
     if outcome.busy:
         # Another run holds this registration; try again shortly (never a long countdown).
-        log.info("charge %s is busy; again in 5 s", charge_id, extra={"charge_id": charge_id})
         raise self.retry(countdown=5)
     if outcome.status:
         metrics.CHARGES.labels(outcome=outcome.status, code=outcome.code or "none").inc()

@@ -140,7 +140,7 @@ class Wire:
         chain = config.effective_onetime_chain_id if api.onetime else config.chain_id
         partner = config.effective_onetime_partner_id if api.onetime else config.partner_id
         path = f"{partner}/naverpay/payments/{api.path}"
-        headers: dict[str, str] = {}
+        headers = dict(self._headers)
         if chain is not None:  # only group-type merchants have one; otherwise no header at all
             headers["X-NaverPay-Chain-Id"] = chain
         if key is not None:
@@ -151,11 +151,9 @@ class Wire:
             url = self._urls[path] = httpx.URL(self._base + path)
         extensions = {"timeout": self._timeouts[api.long_timeout]}
         if api.json_body:
-            return httpx.Request("POST", url, json=present, headers={**self._headers, **headers},
-                                 extensions=extensions)
+            return httpx.Request("POST", url, json=present, headers=headers, extensions=extensions)
         form = {name: str(value) for name, value in present.items()}
-        return httpx.Request("POST", url, data=form, headers={**self._headers, **headers},
-                             extensions=extensions)
+        return httpx.Request("POST", url, data=form, headers=headers, extensions=extensions)
 
     def _read_capped(self, api: Api, response: httpx.Response) -> bytes:
         """The body, refusing more than ``max_body_bytes`` (after content decoding)."""
