@@ -128,17 +128,20 @@ class Breakdown:
                 self.calls[label] += 1
                 self._depth -= 1
 
-        setattr(owner, name, timed)
+        static = isinstance(vars(owner).get(name), staticmethod) if isinstance(owner, type) else False
+        setattr(owner, name, staticmethod(timed) if static else timed)
 
     @classmethod
     def install(cls) -> Breakdown:
         from sqlalchemy.engine import Connection
 
         import worker.recording
+        from worker.charge_store import Prepared
 
         found = cls()
         for name in ("execute", "exec_driver_sql"):
             found.wrap(Connection, name, "database: statements")
+        found.wrap(Prepared, "_run", "database: statements")  # the hot path's own statements
         for name in ("begin", "commit", "close"):
             found.wrap(Connection, name, "database: begin/commit/checkin")
         found.wrap(sa.Engine, "connect", "database: begin/commit/checkin")
