@@ -119,14 +119,16 @@ class Prepared:
     ``compile``), its bound values are converted with the same type processors ``execute``
     would use (``UTCDateTime`` included), and a SELECT's columns with the types' result
     processors. It then runs on the connection's DBAPI cursor, inside the transaction the
-    ``Connection`` began (one is begun first if none is, as ``execute`` would). What
-    SQLAlchemy adds around a statement is kept: ``before_cursor_execute`` listeners see every
-    statement (statement counting in tests and benchmarks), and a driver error goes through
-    the connection's own handling: wrapped as ``sqlalchemy.exc.DBAPIError`` (``IntegrityError``,
-    ``OperationalError``...), ``handle_error`` events, and a lost connection invalidated so
-    the pool never hands it out again. Only the first row of a result is kept (every
-    statement here returns at most one). Through an ORM ``Session`` (rarer steps) a statement
-    runs the ordinary way.
+    ``Connection`` began (one is begun first if none is, as ``execute`` would). A driver error
+    goes through the connection's own handling: wrapped as ``sqlalchemy.exc.DBAPIError``
+    (``IntegrityError``, ``OperationalError``...), ``handle_error`` events, and a lost
+    connection invalidated so the pool never hands it out again. Only the first row of a
+    result is kept (every statement here returns at most one).
+
+    A statement runs SQLAlchemy's ordinary way through an ORM ``Session`` (rarer steps), and
+    whenever the engine has ``before_cursor_execute``/``after_cursor_execute`` listeners
+    (tracing such as OpenTelemetry's, statement logs in tests): they get the execution
+    context they expect.
     """
 
     __slots__ = ("statement", "column_keys", "_by_dialect")
@@ -164,10 +166,18 @@ class Prepared:
         """Run it; the result (``rowcount``, ``first()``: see :meth:`first`)."""
         if isinstance(s, Session):
             return s.execute(self.statement, params)
+        dispatch = s.dispatch
+        ordinary = bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+        if ordinary and isinstance(self.statement, Select):
+            return s.execute(self.statement, params)
         compiled = self._compiled(s.dialect)
         if isinstance(params, Mapping):
-            return self._run(s, compiled, self._params(compiled, params), False)
-        return self._run(s, compiled, [self._params(compiled, row) for row in params], True)
+            converted: Any = self._params(compiled, params)
+        else:
+            converted = [self._params(compiled, row) for row in params]
+        if ordinary:
+            return s.exec_driver_sql(compiled.sql, converted)
+        return self._run(s, compiled, converted, not isinstance(params, Mapping))
 
     @staticmethod
     def _run(conn: Connection, compiled: _Compiled, params: Any, many: bool) -> _Done:
@@ -176,8 +186,6 @@ class Prepared:
         sql = compiled.sql
         cursor = cast(Any, conn.connection.dbapi_connection).cursor()
         try:
-            for listener in conn.dispatch.before_cursor_execute:
-                sql, params = listener(conn, cursor, sql, params, None, many)
             try:
                 if many:
                     cursor.executemany(sql, params)

@@ -53,24 +53,52 @@ def test_a_driver_error_is_sqlalchemys_and_nothing_is_written(db: Any) -> None:
     assert db.sql("SELECT count(*) FROM charge_attempts")[0][0] == 0
 
 
-def test_a_statement_outside_a_transaction_begins_one_and_listeners_see_it(db: Any) -> None:
+def test_a_statement_outside_a_transaction_begins_one(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = subscribe(db)
+    charge_id = add_charge(db, sub, lease_owner="run-1")
+
+    def not_here(*_: Any, **__: Any) -> None:
+        raise AssertionError("the driver's cursor runs it, not SQLAlchemy's execution")
+
+    monkeypatch.setattr(sa.Connection, "exec_driver_sql", not_here)
+    monkeypatch.setattr(sa.Connection, "execute", not_here)
+    with db.engine.connect() as conn:
+        assert not conn.in_transaction()
+        assert renew_charge(conn, charge_id, "run-1", datetime(2030, 1, 1, tzinfo=UTC))
+        assert conn.in_transaction()  # begun as execute() would; closing rolls it back
+        assert load_charge(conn, charge_id) is not None  # a SELECT too
+    monkeypatch.undo()
+    assert db.sql("SELECT lease_until FROM charges")[0][0] is None  # rolled back with the connection
+
+
+def test_with_cursor_listeners_statements_take_sqlalchemys_way(db: Any) -> None:
+    """Tracing (OpenTelemetry's SQLAlchemy instrumentation, say) keeps its state on the
+    execution context: with listeners, every statement gets a real one."""
     sub = subscribe(db)
     charge_id = add_charge(db, sub, lease_owner="run-1")
     seen: list[tuple[str, Any]] = []
 
-    def listener(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+    def before(_conn: Any, _cursor: Any, statement: str, params: Any, context: Any, _many: bool) -> None:
+        assert context is not None
+        context.traced = True
+
+    def after(_conn: Any, _cursor: Any, statement: str, params: Any, context: Any, _many: bool) -> None:
+        assert context.traced
         seen.append((statement, params))
 
-    sa.event.listen(db.engine, "before_cursor_execute", listener)
+    sa.event.listen(db.engine, "before_cursor_execute", before)
+    sa.event.listen(db.engine, "after_cursor_execute", after)
     try:
-        with db.engine.connect() as conn:
-            assert not conn.in_transaction()
+        with db.engine.begin() as conn:
             assert renew_charge(conn, charge_id, "run-1", datetime(2030, 1, 1, tzinfo=UTC))
-            assert conn.in_transaction()  # begun as execute() would; closing rolls it back
+            charge = load_charge(conn, charge_id)
     finally:
-        sa.event.remove(db.engine, "before_cursor_execute", listener)
-    assert any(s.startswith("UPDATE charges") and "run-1" in repr(p) for s, p in seen), seen
-    assert db.sql("SELECT lease_until FROM charges")[0][0] is None  # rolled back with the connection
+        sa.event.remove(db.engine, "before_cursor_execute", before)
+        sa.event.remove(db.engine, "after_cursor_execute", after)
+    assert charge is not None and charge.lease_owner == "run-1"
+    assert [s.split()[0] for s, _ in seen] == ["UPDATE", "SELECT"], seen
+    assert "run-1" in repr(seen[0][1])
+    assert db.sql("SELECT lease_until FROM charges")[0][0] is not None
 
 
 def test_a_compare_and_set_writes_through_the_driver_and_a_wrong_source_does_not(db: Any) -> None:
