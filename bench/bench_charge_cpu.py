@@ -79,7 +79,8 @@ class Counts:
             self.statements += 1
             return original(*args, **kwargs)
 
-        setattr(owner, name, staticmethod(counted) if isinstance(vars(owner)[name], staticmethod) else counted)
+        static = isinstance(vars(owner)[name], staticmethod)
+        setattr(owner, name, staticmethod(counted) if static else counted)
 
     def _begin(self, *_: Any) -> None:
         self.transactions += 1
