@@ -97,8 +97,11 @@ class RetryPolicy:
         cls, retry_delays: str | None, max_attempts: int | None, retryable_codes: str | None
     ) -> RetryPolicy:
         """Build from a merchant row's columns, or raise PolicyError saying what is wrong."""
-        if max_attempts is None or max_attempts < 1:
-            raise PolicyError(f"max_attempts must be 1 or more, got {max_attempts!r}")
+        # SQLite keeps whatever an operator's UPDATE wrote ('three', 2.5) in an INTEGER column.
+        whole = isinstance(max_attempts, int) and not isinstance(max_attempts, bool)
+        whole = whole or (isinstance(max_attempts, float) and max_attempts.is_integer())
+        if max_attempts is None or not whole or max_attempts < 1:
+            raise PolicyError(f"max_attempts must be a whole number, 1 or more, got {max_attempts!r}")
         return cls(parse_delays(retry_delays), int(max_attempts), parse_codes(retryable_codes))
 
     @classmethod

@@ -39,8 +39,10 @@ def test_default_policy_matches_the_column_defaults():
 @pytest.mark.parametrize(
     ("delays", "attempts", "fragment"),
     [("", 3, "retry_delays is empty"), ("1h,soon", 3, "cannot read 'soon'"),
-     ("10", 3, "cannot read '10'"), ("1h", 0, "max_attempts must be 1 or more"),
-     ("1h", None, "max_attempts must be 1 or more")],
+     ("10", 3, "cannot read '10'"), ("1h", 0, "max_attempts must be a whole number, 1 or more"),
+     ("1h", None, "max_attempts must be a whole number, 1 or more, got None"),
+     ("1h", "three", "max_attempts must be a whole number, 1 or more, got 'three'"),
+     ("1h", 2.5, "got 2.5"), ("1h", True, "got True")],
 )
 def test_bad_policy_columns_say_what_is_wrong(delays, attempts, fragment):
     with pytest.raises(PolicyError, match=fragment):

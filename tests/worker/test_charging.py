@@ -281,3 +281,19 @@ def test_manual_retry_reopens_a_failed_charge_only_when_asked(world):
     assert (decision.charge_id, decision.action) == (charge_id, "reopened")
     assert world.run(charge_id).status == "succeeded"
     assert len(world.sandbox.approved(rid)) == 1
+
+
+def test_an_unreadable_max_attempts_written_by_sql_falls_back_to_the_default_policy(world, caplog):
+    """SQLite keeps text an operator's UPDATE put in an INTEGER column (after the walk created the
+    charge); a decline then uses the default policy and says why, instead of crashing the run
+    (and every later one)."""
+    if world.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL refuses text in an integer column at the UPDATE")
+    rid = world.subscribe(behaviour={"declineCode": "NotEnoughAccountBalance", "declineTimes": 1})
+    charge_id = world.due_charge()  # (the walk refuses to create charges under a bad policy)
+    world.db.sql("UPDATE merchants SET max_attempts = 'three' WHERE id = 1")  # edited afterwards
+    with caplog.at_level("ERROR", logger="worker.charging"):
+        out = world.run(charge_id)
+    assert out.status == "retry_wait" and world.charge(charge_id).next_attempt_at is not None
+    assert "max_attempts must be a whole number, 1 or more, got 'three'; using the default policy" in caplog.text
+    assert world.sandbox.approved(rid) == []
