@@ -295,5 +295,6 @@ def test_an_unreadable_max_attempts_written_by_sql_falls_back_to_the_default_pol
     with caplog.at_level("ERROR", logger="worker.charging"):
         out = world.run(charge_id)
     assert out.status == "retry_wait" and world.charge(charge_id).next_attempt_at is not None
-    assert "max_attempts must be a whole number, 1 or more, got 'three'; using the default policy" in caplog.text
+    assert ("max_attempts must be a whole number, 1 or more, got 'three'; using the default policy"
+            in caplog.text)
     assert world.sandbox.approved(rid) == []
