@@ -181,6 +181,7 @@ class Prepared:
 
     @staticmethod
     def _run(conn: Connection, compiled: _Compiled, params: Any, many: bool) -> _Done:
+        assert not (many and compiled.returns), "rows back from executemany are not supported"
         if not conn.in_transaction():
             conn.begin()  # as Connection.execute's autobegin (SQLite: BEGIN IMMEDIATE)
         sql = compiled.sql
