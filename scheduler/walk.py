@@ -102,7 +102,8 @@ def walk(sessions: sessionmaker[Session], now: datetime, config: WalkConfig = DE
     for name, step in STEPS:
         try:
             if name == "due" and on_new_charges is not None:
-                report.add(billing.run_step(sessions, billing.due_rows, now, config, on_new_charges))
+                report.add(billing.run_step(sessions, billing.due_rows, now, config, on_new_charges,
+                                            loops=config.due_loops))
                 continue
             step(sessions, now, config, report)
         except Exception as exc:  # noqa: BLE001 - one failing step never stops the others
@@ -120,9 +121,9 @@ def _statuses(sessions: sessionmaker[Session], now: datetime, config: WalkConfig
     report.statuses += billing.record_statuses(sessions, config)
 
 
-def _rows_step(rows: billing.Selector) -> Step:
+def _rows_step(rows: billing.Selector, *, due: bool = False) -> Step:
     def step(sessions: sessionmaker[Session], now: datetime, config: WalkConfig, report: WalkReport) -> None:
-        report.add(billing.run_step(sessions, rows, now, config))
+        report.add(billing.run_step(sessions, rows, now, config, loops=config.due_loops if due else 1))
     return step
 
 
@@ -241,7 +242,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("statuses", _statuses),
     ("resume", _rows_step(billing.resumed_rows)),
     ("schedule", _rows_step(billing.new_rows)),
-    ("due", _rows_step(billing.due_rows)),
+    ("due", _rows_step(billing.due_rows, due=True)),
     ("consent", _consent),
     ("retries", _retries),
     ("held", _held),
