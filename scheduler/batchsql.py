@@ -36,12 +36,18 @@ class DriverQuery:
     session's connection, so inside the batch's transaction."""
 
     def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         self.text = compiled.string
         params = compiled.construct_params()
         processed = {}
         for name, value in params.items():
-            convert = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            # An IN list's values are rendered as binds <name>_1, <name>_2 ... of its type.
+            bind = compiled.binds.get(name)
+            if bind is None:
+                bind = compiled.binds.get(name.rsplit("_", 1)[0])
+            if bind is None:
+                raise ValueError(f"no parameter {name!r} in {self.text!r}")
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
             processed[name] = convert(value) if convert is not None and value is not None else value
         positions = compiled.positiontup
         self.params: Any = ([processed[n] for n in positions] if compiled.positional and positions

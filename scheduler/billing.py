@@ -173,9 +173,14 @@ def _dialect(sessions: sessionmaker[Session]) -> str:
 def _loop(sessions: sessionmaker[Session], rows: Selector, now: datetime,
           config: WalkConfig, on_batch: OnBatch | None) -> BatchResult:
     total = BatchResult()
-    bind = sessions.kw.get("bind")
     # The common batch's read, compiled once for the loop (its ``now`` is the walk's).
-    reader = DriverQuery(_light(rows(now), config), bind.dialect) if bind is not None else None
+    reader: DriverQuery | None = None
+    bind = sessions.kw.get("bind")
+    try:
+        reader = DriverQuery(_light(rows(now), config), bind.dialect) if bind is not None else None
+    except Exception:  # noqa: BLE001 - a slower read, never a stopped walk
+        log.exception("the walk's batch read could not be compiled for the driver; reading through "
+                      "SQLAlchemy")
     for _ in range(MAX_BATCHES):
         try:
             with sessions.begin() as session:
@@ -237,9 +242,8 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     # rows as plain objects, every decision made in Python as above (the consent gate included),
     # then one UPDATE per group of rows written alike and one INSERT of the charges.
     conn = session.connection()
-    if reader is None:
-        reader = DriverQuery(_light(query, config), conn.dialect)
-    rows = [_Row(r) for r in reader.rows(conn)]
+    rows = [_Row(r) for r in (reader.rows(conn) if reader is not None
+                              else conn.execute(_light(query, config)))]
     # Their merchants in one query (a spike: one merchant), each shared by its rows (read only).
     wanted = {row.merchant_id for row in rows if row.merchant_id is not None}
     merchants = {m[0]: _Merchant(m) for m in conn.execute(

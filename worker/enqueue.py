@@ -156,8 +156,8 @@ class BackgroundSender:
 
     _STOP = None
 
-    def __init__(self, app: Celery, task: Task, depth: int = 4) -> None:
-        self._app, self._task = app, task
+    def __init__(self, app: Celery, task: Task, depth: int = 4, url: str | None = None) -> None:
+        self._app, self._task, self._url = app, task, url
         self._queue: queue.Queue[list[int] | None] = queue.Queue(maxsize=depth)
         self.sent: list[int] = []
         self._thread = threading.Thread(target=self._run, name="walk-enqueue", daemon=True)
@@ -184,7 +184,7 @@ class BackgroundSender:
     def _run(self) -> None:
         while (ids := self._queue.get()) is not self._STOP:
             try:
-                enqueue_tasks(self._app, self._task, ids)
+                enqueue_tasks(self._app, self._task, ids, url=self._url)
             except Exception:  # noqa: BLE001 - the charges are committed: sent again later
                 log.exception("enqueueing %d new charges failed; sent again at the walk's end, or "
                               "taken again once their lease passed", len(ids))
