@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, Select, String, any_, cast
+from sqlalchemy import ColumnElement, Connection, Dialect, Select, String, Table, any_, cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
@@ -103,3 +103,27 @@ def convert_rows(raw: list[Any], converters: list[Callable[[Any], Any] | None]) 
             done.append(out)
         columns[k] = tuple(done)
     return list(zip(*columns, strict=True))
+
+
+def update_by_ids(conn: Connection, table: Table, values: dict[str, Any], ids: list[Any],
+                  chunk: int = 10_000) -> None:
+    """``UPDATE table SET values WHERE id IN ids`` on ``conn``'s driver cursor (its
+    transaction): each value through its column's converter once, the ids as one array on
+    PostgreSQL, in chunks of ``chunk`` on SQLite; one statement text per set of columns."""
+    dialect = conn.dialect
+    params = []
+    for name, value in values.items():
+        convert = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        params.append(convert(value) if convert is not None and value is not None else value)
+    sets = ", ".join(f"{name} = %s" for name in values)
+    with driver_cursor(conn) as cursor:
+        if dialect.name == "postgresql":
+            id_type = table.c.id.type.compile(dialect)
+            cursor.execute(f"UPDATE {table.name} SET {sets} WHERE id = ANY(CAST(%s AS {id_type}[]))",
+                           [*params, list(ids)])
+            return
+        sets = sets.replace("%s", "?")
+        for start in range(0, len(ids), chunk):
+            part = list(ids[start:start + chunk])
+            cursor.execute(f"UPDATE {table.name} SET {sets} WHERE id IN ({', '.join('?' * len(part))})",
+                           [*params, *part])

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Select, String, Table, any_, bindparam, func, select, update
+from sqlalchemy import Select, String, Table, bindparam, func, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription, UTCDateTime
 from models import SubscriptionStatus as SS
 from scheduler import consenting
-from scheduler.batchsql import DriverQuery, driver_cursor
+from scheduler.batchsql import DriverQuery, driver_cursor, update_by_ids
 from scheduler.planning import Decision, decide, merchant_pay_id
 
 log = logging.getLogger(__name__)
@@ -256,16 +256,18 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     charge_rows: list[dict[str, Any]] = []
     for sub, decision in decided:
         charge_rows += _apply(session, sub, decision, changes.get(sub.id, []), now, config, result)
-    # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN.
-    groups: dict[tuple[Any, ...], list[int]] = {}
+    # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN,
+    # which sets only the columns that changed (the others' indexes are left alone).
+    groups: dict[tuple[tuple[int, ...], tuple[Any, ...]], list[int]] = {}
     for row in rows:
         written = _written(row)
         if written != row.loaded:
-            groups.setdefault(written, []).append(row.id)
-    postgres = conn.dialect.name == "postgresql"
-    for written, ids in groups.items():
-        conn.execute(_UPDATE_SUBSCRIPTIONS_PG if postgres else _UPDATE_SUBSCRIPTIONS,
-                     {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
+            changed = tuple(k for k, (new, old) in enumerate(zip(written, row.loaded, strict=True))
+                            if new != old or type(new) is not type(old))
+            groups.setdefault((changed, tuple(written[k] for k in changed)), []).append(row.id)
+    for (changed, values), ids in groups.items():
+        update_by_ids(conn, _SUBSCRIPTIONS, {_WRITTEN[k]: v for k, v in zip(changed, values, strict=True)},
+                      ids)
     _insert(session, charge_rows, result)
     return result
 
@@ -291,18 +293,6 @@ _MERCHANT_FIELDS = ("id", "name", "retry_delays", "max_attempts", "retryable_cod
                     "min_cycle_interval", "missed_cycles", "consent_missing", "upcoming_notice_days")
 _MERCHANT_COLUMNS = [_MERCHANTS.c[name] for name in _MERCHANT_FIELDS]
 _written = operator.attrgetter(*_WRITTEN)  # the columns ``_apply`` may write, as they are now
-_BINDS = tuple(f"b_{name}" for name in _WRITTEN)
-_WRITE_VALUES = {name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type) for name in _WRITTEN}
-_UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
-                         .where(_SUBSCRIPTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
-                         .values(_WRITE_VALUES))
-# PostgreSQL: the ids as one array parameter (psycopg parses a statement with hundreds of
-# parameters again on every execute; this one's text never changes).
-_IDS = ARRAY(_SUBSCRIPTIONS.c.id.type)
-_UPDATE_SUBSCRIPTIONS_PG = (update(_SUBSCRIPTIONS)
-                            .where(_SUBSCRIPTIONS.c.id
-                                   == any_(sql_cast(bindparam("b_ids", type_=_IDS), _IDS)))
-                            .values(_WRITE_VALUES))
 
 
 class _Merchant:

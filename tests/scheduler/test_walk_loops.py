@@ -161,3 +161,19 @@ def test_charges_whose_enqueue_failed_are_taken_again_after_their_lease(db) -> N
     later = walk(db.sessions, T0 + timedelta(seconds=37), WalkConfig(batch_size=50, lease=config.lease))
     assert sorted(later.stuck_charge_ids) == sorted(report.new_charge_ids)
     _one_per_cycle(db)
+
+
+def test_update_by_ids_writes_converted_values_to_exactly_those_rows(db) -> None:
+    from scheduler.batchsql import update_by_ids
+
+    subs = _add(db, 9)
+    when = datetime(2026, 12, 31, 15, 0, 0, 123456, tzinfo=UTC)
+    table = billing._SUBSCRIPTIONS
+    with db.sessions.begin() as session:  # chunks of 2 ids on SQLite (one array on PostgreSQL)
+        update_by_ids(session.connection(), table, {"next_charge_at": when, "last_error": None,
+                                                    "scheduled_cron": "0 0 1 * *"}, subs[:5], chunk=2)
+    with db.sessions() as session:
+        got = session.execute(sa.select(table.c.id, table.c.next_charge_at, table.c.scheduled_cron)
+                              .order_by(table.c.id)).all()
+    assert [tuple(r) for r in got] == ([(s, when, "0 0 1 * *") for s in subs[:5]]
+                                       + [(s, None, None) for s in subs[5:]])
