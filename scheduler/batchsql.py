@@ -1,8 +1,15 @@
-"""SQL shapes for the walk's batches that keep a statement's text the same whatever the batch.
+"""The walk's batch statements on the driver's own cursor (issue 8, the month-start spike).
+
+SQLAlchemy's per-row and per-value work (result rows, bind processing of every value,
+compiling ``IN`` lists of hundreds of parameters) was a third of a walk batch's CPU. These
+helpers run a statement on the session connection's driver cursor, inside its transaction,
+with every value through its column type's own converters (what SQLAlchemy applies), each
+distinct value converted once; a driver error comes out as SQLAlchemy's (``IntegrityError``
+...), so the walk's redo of a refused batch still catches it.
 
 psycopg parses the text of a statement on every execute once it has many parameters (its
-cache takes only short ones): ``id IN (:1, ..., :500)`` costs a parse per batch. On PostgreSQL
-the values go in as one array parameter instead; SQLite keeps ``IN``.
+cache takes only short ones): on PostgreSQL id lists go in as one array parameter
+(``= ANY(CAST(%s AS INTEGER[]))``), so the text never changes; SQLite keeps ``IN`` lists.
 """
 
 from __future__ import annotations
@@ -11,18 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, Select, String, Table, any_, cast
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Dialect, Select, Table
 from sqlalchemy.exc import DBAPIError
-
-
-def among(column: ColumnElement[Any], values: Any, dialect_name: str) -> ColumnElement[bool]:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(CAST(:array AS type[]))``."""
-    if dialect_name == "postgresql":
-        # No length: a CAST to varchar(n)[] would cut longer values (and match them wrongly).
-        array = ARRAY(String() if isinstance(column.type, String) else column.type)
-        return column == any_(cast(list(values), array))
-    return column.in_(list(values))
 
 
 class DriverQuery:
@@ -127,3 +124,29 @@ def update_by_ids(conn: Connection, table: Table, values: dict[str, Any], ids: l
             part = list(ids[start:start + chunk])
             cursor.execute(f"UPDATE {table.name} SET {sets} WHERE id IN ({', '.join('?' * len(part))})",
                            [*params, *part])
+
+
+def values_among(conn: Connection, table: Table, column: str, ids: list[Any],
+                 where: tuple[str, list[str]] | None = None, chunk: int = 10_000) -> set[Any]:
+    """The distinct ``column`` values of ``table``'s rows whose ``column`` is in ``ids`` (and,
+    with ``where = (other, texts)``, whose ``other`` is one of ``texts``), read on ``conn``'s
+    driver cursor: one array on PostgreSQL, ``IN`` lists of ``chunk`` on SQLite."""
+    dialect = conn.dialect
+    found: set[Any] = set()
+    with driver_cursor(conn) as cursor:
+        if dialect.name == "postgresql":
+            kind = table.c[column].type.compile(dialect)
+            extra = f" AND {where[0]} = ANY(CAST(%s AS TEXT[]))" if where else ""
+            cursor.execute(f"SELECT DISTINCT {column} FROM {table.name} "
+                           f"WHERE {column} = ANY(CAST(%s AS {kind}[])){extra}",
+                           [list(ids), *([[str(t) for t in where[1]]] if where else [])])
+            found.update(v for (v,) in cursor.fetchall())
+            return found
+        for start in range(0, len(ids), chunk):
+            part = list(ids[start:start + chunk])
+            extra = f" AND {where[0]} IN ({', '.join('?' * len(where[1]))})" if where else ""
+            cursor.execute(f"SELECT DISTINCT {column} FROM {table.name} "
+                           f"WHERE {column} IN ({', '.join('?' * len(part))}){extra}",
+                           [*part, *([str(t) for t in where[1]] if where else [])])
+            found.update(v for (v,) in cursor.fetchall())
+    return found

@@ -177,3 +177,23 @@ def test_update_by_ids_writes_converted_values_to_exactly_those_rows(db) -> None
                               .order_by(table.c.id)).all()
     assert [tuple(r) for r in got] == ([(s, when, "0 0 1 * *") for s in subs[:5]]
                                        + [(s, None, None) for s in subs[5:]])
+
+
+def test_values_among_finds_the_ids_with_rows_of_those_statuses(db) -> None:
+    from models import PriceChange
+    from scheduler.batchsql import values_among
+
+    subs = _add(db, 6)
+    for sub, status in zip(subs, ["pending", "consented", "applied", "pending", "canceled", "pending"],
+                           strict=True):
+        db.sql("INSERT INTO price_changes (subscription_id, new_amount, effective_at, kind, status, "
+               "created_at, updated_at) VALUES (:s, 12000, :t, 'change', :st, :t, :t)",
+               s=sub, st=status, t=T0.replace(tzinfo=None))
+    table = PriceChange.__table__
+    with db.sessions.begin() as session:
+        conn = session.connection()
+        open_ones = values_among(conn, table, "subscription_id", subs[:5],
+                                 where=("status", ["pending", "consented"]), chunk=2)
+        assert open_ones == {subs[0], subs[1], subs[3]}
+        assert values_among(conn, table, "subscription_id", subs, chunk=4) == set(subs)
+        assert values_among(conn, table, "subscription_id", [10**6]) == set()
