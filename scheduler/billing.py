@@ -499,6 +499,56 @@ def _pg_insert_params(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict
     return tuple(varying), params
 
 
+@lru_cache(maxsize=64)
+def _pg_insert_text(varying: tuple[str, ...], dialect: Any) -> str:
+    """``_unnest_charges(varying)`` compiled once for the driver (named ``%(u_column)s``)."""
+    return str(_unnest_charges(varying).compile(dialect=dialect).string)
+
+
+def _pg_insert(session: Session, varying: tuple[str, ...],
+               params: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """Run ``_unnest_charges(varying)`` with ``params`` (``_pg_insert_params``) on the driver's
+    cursor, every value through its column's converter (an array's items one by one, each
+    distinct one once): the rows RETURNING gave, and each row's ``cycle_at`` as bound (what
+    RETURNING gives back for it)."""
+    conn = session.connection()
+    dialect = conn.dialect
+    bound: dict[str, Any] = {}
+    for name in _CHARGE_COLUMNS:
+        value = params[f"u_{name}"]
+        convert = _CHARGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is None:
+            bound[f"u_{name}"] = value
+        elif name in varying:
+            bound[f"u_{name}"] = _convert_each(value, convert)
+        else:
+            bound[f"u_{name}"] = None if value is None else convert(value)
+    with driver_cursor(conn) as cursor:
+        cursor.execute(_pg_insert_text(varying, dialect), bound)
+        done = cursor.fetchall()
+    cycles = bound["u_cycle_at"]
+    count = len(params["u_subscription_id"])
+    return done, cycles if "cycle_at" in varying else [cycles] * count
+
+
+def _convert_each(values: list[Any], convert: Callable[[Any], Any]) -> list[Any]:
+    """``convert`` of each non-NULL value; a UTC instant converted once per distinct value (an
+    aware instant in a DST zone compares by wall time: converted every time)."""
+    memo: dict[datetime, Any] = {}
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        elif type(value) is datetime and value.tzinfo is UTC:
+            done = memo.get(value)
+            if done is None:
+                done = memo[value] = convert(value)
+            out.append(done)
+        else:
+            out.append(convert(value))
+    return out
+
+
 def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
     """Insert-or-ignore on every unique column; count what went in, log what did not."""
     session.flush()  # the subscriptions' new next_charge_at goes out in the same transaction
@@ -507,9 +557,10 @@ def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -
     if session.get_bind().dialect.name == "postgresql":
         # One statement over one array per varying column (INSERT ... SELECT FROM unnest): a
         # short text psycopg parses once, instead of a VALUES list it would parse every batch.
+        # On the driver's cursor: SQLAlchemy compiled this statement again for every batch.
         varying, params = _pg_insert_params(rows)
-        done_rows = [tuple(r) for r in session.execute(_unnest_charges(varying), params)]
-        keys = [(row["subscription_id"], row["cycle_at"]) for row in rows]
+        done_rows, cycles = _pg_insert(session, varying, params)
+        keys = list(zip((row["subscription_id"] for row in rows), cycles, strict=True))
     else:
         # The driver's own cursor, one multi-row VALUES per chunk (the instants converted once
         # per distinct value): SQLAlchemy's per-row parameter handling was most of the INSERT.
