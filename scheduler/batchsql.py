@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect, Select, Table
-from sqlalchemy.exc import DBAPIError
 
 
 class DriverQuery:
@@ -62,18 +61,46 @@ class DriverQuery:
 
 
 @contextmanager
-def driver_cursor(conn: Connection) -> Iterator[Any]:
-    """A cursor of ``conn``'s driver connection (inside its transaction), closed on leaving;
-    a driver error comes out as SQLAlchemy's (``DBAPIError``: ``IntegrityError`` ...), as from
-    ``Connection.execute``, so the walk's redo of a refused batch sees it."""
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+def driver_cursor(conn: Connection) -> Iterator[DriverCursor]:
+    """A cursor of ``conn``'s driver connection (inside its transaction), closed on leaving."""
+    cursor = DriverCursor(conn)
     try:
         yield cursor
-    except dbapi_error as exc:
-        raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
     finally:
         cursor.close()
+
+
+class DriverCursor:
+    """The driver's cursor with what SQLAlchemy adds around a statement kept (as the charge
+    path's ``worker.charge_store.Prepared`` does): ``before_cursor_execute`` listeners see
+    every statement (statement counting), and a driver error goes through the connection's
+    own handling: wrapped as ``sqlalchemy.exc.DBAPIError`` (``IntegrityError`` ...),
+    ``handle_error`` events, a lost connection invalidated."""
+
+    def __init__(self, conn: Connection) -> None:
+        if not conn.in_transaction():
+            conn.begin()  # as Connection.execute's autobegin (SQLite: BEGIN IMMEDIATE)
+        self._conn = conn
+        self._cursor = cast(Any, conn.connection.dbapi_connection).cursor()
+
+    def execute(self, sql: str, params: Any) -> None:
+        conn, cursor = self._conn, self._cursor
+        for listener in conn.dispatch.before_cursor_execute:
+            sql, params = listener(conn, cursor, sql, params, None, False)
+        try:
+            cursor.execute(sql, params)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, sql, params, cursor, None)  # raises
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return list(self._cursor.fetchall())
+        except self._conn.dialect.loaded_dbapi.Error as exc:
+            self._conn._handle_dbapi_exception(exc, "(fetch)", None, self._cursor, None)  # raises
+            raise  # (not reached)
+
+    def close(self) -> None:
+        self._cursor.close()
 
 
 def convert_rows(raw: list[Any], converters: list[Callable[[Any], Any] | None]) -> list[tuple[Any, ...]]:

@@ -197,3 +197,22 @@ def test_values_among_finds_the_ids_with_rows_of_those_statuses(db) -> None:
         assert open_ones == {subs[0], subs[1], subs[3]}
         assert values_among(conn, table, "subscription_id", subs, chunk=4) == set(subs)
         assert values_among(conn, table, "subscription_id", [10**6]) == set()
+
+
+def test_statements_on_the_driver_cursor_are_seen_by_the_engines_listeners(db) -> None:
+    _add(db, 8)
+    walk(db.sessions, T0)
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append(" ".join(statement.split())[:80])
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        report = walk(db.sessions, T0 + timedelta(seconds=6))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    assert len(report.new_charge_ids) == 8
+    assert any(s.startswith("SELECT subscriptions.id, subscriptions.merchant_id") for s in seen)
+    assert any(s.startswith("UPDATE subscriptions SET next_charge_at") for s in seen)
+    assert any(s.startswith("INSERT INTO charges") for s in seen)
