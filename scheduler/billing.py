@@ -20,16 +20,27 @@ One batch (``batch_size`` rows, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) is one
 3. if the database still refuses the batch (any other error), the transaction is rolled back
    and the batch redone one row per savepoint; a row the database refuses is marked invalid.
 
-Speed (issue 8, the month-start spike): the common batch reads its rows with Core into plain
-objects that the same decisions read and write, then writes the subscriptions with one
-``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group) and
-the charges with the one INSERT; the savepoint redo (step 3) loads ORM objects as before.
-``run_step``'s ``on_batch`` receives each batch's new charge ids right after its commit (the
-walk task enqueues them there). The merchants of a batch are read once and shared by their
-rows. The charges' INSERT: on SQLite a multi-row VALUES whose instants are converted once per
-distinct value; on PostgreSQL ``INSERT ... SELECT FROM unnest(:arrays)``, an array for each
-column that varies in the batch and one value for the others, so psycopg parses one short
-statement instead of a 7,500-parameter one per batch (and id lists go as ``= ANY(:array)``).
+Speed (issue 8, the month-start spike): the common batch reads its rows on the driver's
+cursor (:class:`scheduler.batchsql.DriverQuery`: the statement compiled once per loop, plain
+tuples, each column through its type's converter once per distinct value) into plain objects
+that the same decisions read and write, then writes the subscriptions with one
+``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group),
+setting only the columns that changed, and the charges with the one INSERT; the savepoint
+redo (step 3) loads ORM objects as before. ``run_step``'s ``on_batch`` receives each batch's
+new charge ids right after its commit (the walk task enqueues them there, from a thread of its
+own). The merchants of a batch are read once and shared by their rows. The charges' INSERT: on
+SQLite a multi-row VALUES on the driver's cursor whose instants are converted once per distinct
+value; on PostgreSQL ``INSERT ... SELECT FROM unnest(:arrays)``, an array for each column that
+varies in the batch and one value for the others, so psycopg parses one short statement
+instead of a 7,500-parameter one per batch (and id lists go as ``= ANY(:array)``). Every
+statement on the driver's cursor keeps SQLAlchemy's listeners and error handling
+(:class:`scheduler.batchsql.DriverCursor`).
+
+Batch loops (the due step, PostgreSQL): ``WalkConfig.due_loops`` loops at once, each its own
+thread, connection and transactions; ``FOR UPDATE SKIP LOCKED`` hands them disjoint rows
+(exactly as it does to two walks at once), so one waits on the server while the other
+decides. Every batch still commits before its charges are handed over; a cycle still has at
+most one charge (the unique columns). SQLite runs one loop (one writer at a time).
 """
 
 from __future__ import annotations

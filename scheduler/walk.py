@@ -32,7 +32,9 @@ Steps 2-5 live in :mod:`scheduler.billing` (each row decided on its own by
 ``invalid`` with the error; a step that fails is logged and named in
 ``WalkReport.failed_steps``, and the other steps still run.
 
-Two walks at once cannot bill a cycle twice: the charge row is unique per (subscription,
+The due step runs ``WalkConfig.due_loops`` batch loops at once on PostgreSQL (disjoint rows
+through ``SKIP LOCKED``; see :mod:`scheduler.billing`). Two walks (or loops) at once cannot
+bill a cycle twice: the charge row is unique per (subscription,
 cycle), and each enqueue is claimed by moving ``lease_until`` forward with a compare-and-set.
 """
 
