@@ -72,27 +72,37 @@ def driver_cursor(conn: Connection) -> Iterator[DriverCursor]:
 
 class DriverCursor:
     """The driver's cursor with what SQLAlchemy adds around a statement kept (as the charge
-    path's ``worker.charge_store.Prepared`` does): ``before_cursor_execute`` listeners see
-    every statement (statement counting), and a driver error goes through the connection's
-    own handling: wrapped as ``sqlalchemy.exc.DBAPIError`` (``IntegrityError`` ...),
-    ``handle_error`` events, a lost connection invalidated."""
+    path's ``worker.charge_store.Prepared`` does): a driver error goes through the connection's
+    own handling (wrapped as ``sqlalchemy.exc.DBAPIError``: ``IntegrityError`` ...;
+    ``handle_error`` events; a lost connection invalidated). When the engine has cursor
+    listeners (tracing such as OpenTelemetry's, statement logs in tests), the same text and
+    converted values run through ``exec_driver_sql`` instead, so they get the execution
+    context they expect."""
 
     def __init__(self, conn: Connection) -> None:
         if not conn.in_transaction():
             conn.begin()  # as Connection.execute's autobegin (SQLite: BEGIN IMMEDIATE)
         self._conn = conn
         self._cursor = cast(Any, conn.connection.dbapi_connection).cursor()
+        self._rows: list[Any] | None = None  # what exec_driver_sql returned, if it ran
 
     def execute(self, sql: str, params: Any) -> None:
         conn, cursor = self._conn, self._cursor
-        for listener in conn.dispatch.before_cursor_execute:
-            sql, params = listener(conn, cursor, sql, params, None, False)
+        dispatch = conn.dispatch
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+            result = conn.exec_driver_sql(sql, tuple(params) if isinstance(params, list) else params)
+            self._rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+            return
+        self._rows = None
         try:
             cursor.execute(sql, params)
         except conn.dialect.loaded_dbapi.Error as exc:
             conn._handle_dbapi_exception(exc, sql, params, cursor, None)  # raises
 
     def fetchall(self) -> list[Any]:
+        if self._rows is not None:
+            rows, self._rows = self._rows, None
+            return rows
         try:
             return list(self._cursor.fetchall())
         except self._conn.dialect.loaded_dbapi.Error as exc:

@@ -200,11 +200,14 @@ def test_values_among_finds_the_ids_with_rows_of_those_statuses(db) -> None:
 
 
 def test_statements_on_the_driver_cursor_are_seen_by_the_engines_listeners(db) -> None:
+    """With cursor listeners (tracing), the driver path runs through exec_driver_sql: they see
+    every statement with a real execution context, and the walk does the same work."""
     _add(db, 8)
     walk(db.sessions, T0)
     seen: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        assert context is not None
         seen.append(" ".join(statement.split())[:80])
 
     sa.event.listen(db.engine, "before_cursor_execute", count)
