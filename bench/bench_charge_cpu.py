@@ -54,16 +54,33 @@ from worker.naverpay.config import NaverPayConfig  # noqa: E402
 
 
 class Counts:
-    """Statements, transactions (BEGINs) and commits seen by an engine."""
+    """Statements, transactions (BEGINs) and commits seen by an engine.
+
+    Statements are counted around the calls that run them (``Connection.execute`` and
+    ``exec_driver_sql``, and the charge path's ``Prepared._run`` on the driver's cursor), not
+    with a ``before_cursor_execute`` listener: with one, the charge path takes SQLAlchemy's
+    ordinary way (charge_store.Prepared) and this would measure that instead."""
 
     def __init__(self, engine: sa.Engine) -> None:
+        from sqlalchemy.engine import Connection
+
+        from worker.charge_store import Prepared
+
         self.statements = self.transactions = self.commits = 0
-        sa.event.listen(engine, "before_cursor_execute", self._statement)
+        for owner, name in ((Connection, "execute"), (Connection, "exec_driver_sql"), (Prepared, "_run")):
+            self._count(owner, name)
         sa.event.listen(engine, "begin", self._begin)
         sa.event.listen(engine, "commit", self._commit)
 
-    def _statement(self, *_: Any) -> None:
-        self.statements += 1
+    def _count(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.statements += 1
+            return original(*args, **kwargs)
+
+        static = isinstance(vars(owner)[name], staticmethod)
+        setattr(owner, name, staticmethod(counted) if static else counted)
 
     def _begin(self, *_: Any) -> None:
         self.transactions += 1
@@ -128,17 +145,20 @@ class Breakdown:
                 self.calls[label] += 1
                 self._depth -= 1
 
-        setattr(owner, name, timed)
+        static = isinstance(vars(owner).get(name), staticmethod) if isinstance(owner, type) else False
+        setattr(owner, name, staticmethod(timed) if static else timed)
 
     @classmethod
     def install(cls) -> Breakdown:
         from sqlalchemy.engine import Connection
 
         import worker.recording
+        from worker.charge_store import Prepared
 
         found = cls()
         for name in ("execute", "exec_driver_sql"):
             found.wrap(Connection, name, "database: statements")
+        found.wrap(Prepared, "_run", "database: statements")  # the hot path's own statements
         for name in ("begin", "commit", "close"):
             found.wrap(Connection, name, "database: begin/commit/checkin")
         found.wrap(sa.Engine, "connect", "database: begin/commit/checkin")

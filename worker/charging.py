@@ -61,7 +61,8 @@ three transactions, each committed before the call it announces::
 
 Every retry of a call first writes the previous try's row, renews both leases (a run that
 lost its charge stops there) and reads the subscription's status again in one transaction.
-The hot statements are SQLAlchemy Core, compiled once (``charge_store.Prepared``); the rarer
+The hot statements are SQLAlchemy Core, compiled once and run on the driver's cursor
+(``charge_store.Prepared``); the rarer
 steps (declines, holds, final failures) use ORM sessions joined to the same transaction.
 """
 

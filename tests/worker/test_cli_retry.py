@@ -86,9 +86,13 @@ def test_an_unreachable_broker_says_what_to_do(sqlite_db):
     assert "pw@" not in result.output
 
 
-def _worker_stand_in(db, charge_id: int, steps: list[tuple[str, int]]) -> threading.Thread:
-    """Moves the charge through ``steps`` (status, attempt_count), as a worker would."""
+def _worker_stand_in(db, client: redis.Redis, charge_id: int,
+                     steps: list[tuple[str, int]]) -> threading.Thread:
+    """Moves the charge through ``steps`` (status, attempt_count), as a worker would: once the
+    command's message is on the broker (the command has read the charge's starting point by
+    then), not after a fixed delay that a loaded machine outruns."""
     def run() -> None:
+        assert client.brpop(["celery"], timeout=60), "the command sent no message"
         for status, attempts in steps:
             time.sleep(0.3)
             db.sql("UPDATE charges SET status = :s, attempt_count = :a, "
@@ -99,9 +103,9 @@ def _worker_stand_in(db, charge_id: int, steps: list[tuple[str, int]]) -> thread
 
 
 def test_wait_prints_each_transition_until_success(db, broker):
-    env, _ = broker
+    env, client = broker
     charge_id = add_charge(db, subscribe(db), "retry_wait", attempt_count=1)
-    thread = _worker_stand_in(db, charge_id, [("reserving", 2), ("approving", 2), ("succeeded", 2)])
+    thread = _worker_stand_in(db, client, charge_id, [("reserving", 2), ("approving", 2), ("succeeded", 2)])
     result = cli(db.url, "retry", str(charge_id), "--wait", "--timeout", "10", "--poll", "0.05", env=env)
     thread.join()
     assert result.exit_code == 0, result.output
@@ -114,9 +118,9 @@ def test_wait_prints_each_transition_until_success(db, broker):
 
 
 def test_wait_stops_at_retry_wait_after_a_new_attempt_and_exits_1(sqlite_db, broker):
-    env, _ = broker
+    env, client = broker
     charge_id = add_charge(sqlite_db, subscribe(sqlite_db), "failed", attempt_count=1)
-    thread = _worker_stand_in(sqlite_db, charge_id, [("retry_wait", 1), ("reserving", 2),
+    thread = _worker_stand_in(sqlite_db, client, charge_id, [("retry_wait", 1), ("reserving", 2),
                                                       ("retry_wait", 2)])
     data = cli(sqlite_db.url, "retry", str(charge_id), "--reopen", "--wait", "--timeout", "10",
                "--poll", "0.05", "--json", env=env)
