@@ -70,6 +70,20 @@ def _pct(values: list[float], p: int) -> float:
     return values[min(len(values) - 1, max(0, -(-p * len(values) // 100) - 1))]
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a server process and all its descendants, live or reaped (runuser ->
+    the PostgreSQL postmaster -> its backends), from /proc: what the walk made it do."""
+    def ticks(one: int, live_only: bool) -> int:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{one}/task/{one}/children").read_text().split()
+        except FileNotFoundError:  # ended meanwhile (counted in its parent's reaped time)
+            return 0
+        own = sum(int(f) for f in fields[11:13 if live_only else 15])
+        return own + sum(ticks(int(child), True) for child in children)
+    return ticks(pid, False) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -124,6 +138,8 @@ def main() -> None:
         while datetime.now(UTC) <= due:
             time.sleep(0.05)
         rss0 = rss_mb()
+        servers = [("Redis", redis.proc.pid)] + ([("PostgreSQL", pg.proc.pid)] if pg else [])
+        server_cpu0 = [tree_cpu(pid) for _, pid in servers]
         started, cpu0, walk_at = time.perf_counter(), time.process_time(), datetime.now(UTC)
         if args.profile:
             import cProfile  # noqa: PLC0415
@@ -134,11 +150,14 @@ def main() -> None:
         else:
             summary = walk_task()
         walked, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        server_cpu = ", ".join(f"{name} {tree_cpu(pid) - before:.2f} s" for (name, pid), before
+                               in zip(servers, server_cpu0, strict=True))
         queued = int(Redis.from_url(redis.url).llen("celery"))
         assert summary["charges"] == n, summary
         print(f"walk: {n} charges created and enqueued in {walked:.2f} s = {n / walked:,.0f} charges/s "
               f"(CPU {cpu:.2f} s = {n / cpu:,.0f}/s of CPU); peak RSS +{rss_mb() - rss0:.0f} MB; "
-              f"{queued} messages still queued at its end", flush=True)
+              f"{queued} messages still queued at its end; server CPU meanwhile: {server_cpu}; "
+              f"load average {os.getloadavg()}", flush=True)
         if args.walk_only:
             return
         procs.beat()

@@ -20,31 +20,43 @@ One batch (``batch_size`` rows, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) is one
 3. if the database still refuses the batch (any other error), the transaction is rolled back
    and the batch redone one row per savepoint; a row the database refuses is marked invalid.
 
-Speed (issue 8, the month-start spike): the common batch reads its rows with Core into plain
-objects that the same decisions read and write, then writes the subscriptions with one
-``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group) and
-the charges with the one INSERT; the savepoint redo (step 3) loads ORM objects as before.
-``run_step``'s ``on_batch`` receives each batch's new charge ids right after its commit (the
-walk task enqueues them there). The merchants of a batch are read once and shared by their
-rows. The charges' INSERT: on SQLite a multi-row VALUES whose instants are converted once per
-distinct value; on PostgreSQL ``INSERT ... SELECT FROM unnest(:arrays)``, an array for each
-column that varies in the batch and one value for the others, so psycopg parses one short
-statement instead of a 7,500-parameter one per batch (and id lists go as ``= ANY(:array)``).
+Speed (issue 8, the month-start spike): the common batch reads its rows on the driver's
+cursor (:class:`scheduler.batchsql.DriverQuery`: the statement compiled once per loop, plain
+tuples, each column through its type's converter once per distinct value) into plain objects
+that the same decisions read and write, then writes the subscriptions with one
+``UPDATE ... WHERE id IN (...)`` per group of rows written alike (a spike is one group),
+setting only the columns that changed, and the charges with the one INSERT; the savepoint
+redo (step 3) loads ORM objects as before. ``run_step``'s ``on_batch`` receives each batch's
+new charge ids right after its commit (the walk task enqueues them there, from a thread of its
+own). The merchants of a batch are read once and shared by their rows. The charges' INSERT: on
+SQLite a multi-row VALUES on the driver's cursor whose instants are converted once per distinct
+value; on PostgreSQL ``INSERT ... SELECT FROM unnest(:arrays)``, an array for each column that
+varies in the batch and one value for the others, so psycopg parses one short statement
+instead of a 7,500-parameter one per batch (and id lists go as ``= ANY(:array)``). Every
+statement on the driver's cursor keeps SQLAlchemy's listeners and error handling
+(:class:`scheduler.batchsql.DriverCursor`).
+
+Batch loops (the due step, PostgreSQL): ``WalkConfig.due_loops`` loops at once, each its own
+thread, connection and transactions; ``FOR UPDATE SKIP LOCKED`` hands them disjoint rows
+(exactly as it does to two walks at once), so one waits on the server while the other
+decides. Every batch still commits before its charges are handed over; a cycle still has at
+most one charge (the unique columns). SQLite runs one loop (one writer at a time).
 """
 
 from __future__ import annotations
 
 import logging
 import operator
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Select, String, Table, any_, bindparam, func, select, update
+from sqlalchemy import Select, String, Table, bindparam, func, select, update
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +64,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription, UTCDateTime
 from models import SubscriptionStatus as SS
 from scheduler import consenting
+from scheduler.batchsql import DriverQuery, driver_cursor, update_by_ids
 from scheduler.planning import Decision, decide, merchant_pay_id
 
 log = logging.getLogger(__name__)
@@ -66,6 +79,10 @@ class WalkConfig:
 
     batch_size: int = 500
     lease: timedelta = timedelta(minutes=6)
+    # Batch loops of the due step at once on PostgreSQL, each on its own connection (SKIP
+    # LOCKED hands them disjoint rows; one waits on the server while the other computes).
+    # SQLite runs one: it takes one writer at a time.
+    due_loops: int = 2
     missed_grace: timedelta = timedelta(hours=1)
     max_cycles_per_subscription: int = 100
 
@@ -120,17 +137,65 @@ OnBatch = Callable[[list[int]], None]
 
 
 def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
-             config: WalkConfig, on_batch: OnBatch | None = None) -> BatchResult:
+             config: WalkConfig, on_batch: OnBatch | None = None, loops: int = 1) -> BatchResult:
     """Decide every row ``rows`` selects, batch by batch, each batch its own transaction.
     ``on_batch`` gets each batch's new charge ids right after its commit (the walk task
     enqueues them there, so the first charges run while the walk goes on); it never raises
     into the walk: a failure is logged, and the charges are found again once their lease
-    passes."""
+    passes.
+
+    ``loops`` > 1 (PostgreSQL only; SQLite runs one): that many batch loops at once, each in
+    its own thread and transactions. ``FOR UPDATE SKIP LOCKED`` hands them disjoint rows, as
+    it does to two walks at once, and the unique columns keep a cycle to one charge even if
+    they did not; ``on_batch`` is then called from those threads. A loop stops at its first
+    short batch: every row not locked by another loop was in it. The first error of a loop
+    is raised once all loops ended (their batches are committed; the totals are lost, as a
+    failing step's are)."""
+    if loops <= 1 or _dialect(sessions) != "postgresql":
+        return _loop(sessions, rows, now, config, on_batch)
+    totals: list[BatchResult] = []
+    errors: list[BaseException] = []
+
+    def one_loop() -> None:
+        try:
+            totals.append(_loop(sessions, rows, now, config, on_batch))
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_loop, name=f"walk-loop-{i}", daemon=True)
+               for i in range(loops)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
     total = BatchResult()
+    for part in totals:
+        total.add(part)
+    return total
+
+
+def _dialect(sessions: sessionmaker[Session]) -> str:
+    bind = sessions.kw.get("bind")
+    return str(bind.dialect.name) if bind is not None else ""
+
+
+def _loop(sessions: sessionmaker[Session], rows: Selector, now: datetime,
+          config: WalkConfig, on_batch: OnBatch | None) -> BatchResult:
+    total = BatchResult()
+    # The common batch's read, compiled once for the loop (its ``now`` is the walk's).
+    reader: DriverQuery | None = None
+    bind = sessions.kw.get("bind")
+    try:
+        reader = DriverQuery(_light(rows(now), config), bind.dialect) if bind is not None else None
+    except Exception:  # noqa: BLE001 - a slower read, never a stopped walk
+        log.exception("the walk's batch read could not be compiled for the driver; reading through "
+                      "SQLAlchemy")
     for _ in range(MAX_BATCHES):
         try:
             with sessions.begin() as session:
-                result = _batch(session, rows(now), now, config, isolate=False)
+                result = _batch(session, rows(now), now, config, isolate=False, reader=reader)
         except SQLAlchemyError:
             log.exception("a batch of the walk failed; redoing it one subscription at a time")
             with sessions.begin() as session:
@@ -167,8 +232,14 @@ def record_statuses(sessions: sessionmaker[Session], config: WalkConfig) -> int:
     return total
 
 
+def _light(query: Select[Any], config: WalkConfig) -> Select[Any]:
+    """The common batch's read: the row's own columns, a batch's worth, locked."""
+    return (query.with_only_columns(*_SUB_COLUMNS)
+            .limit(config.batch_size).with_for_update(skip_locked=True, of=_SUBSCRIPTIONS))
+
+
 def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConfig,
-           *, isolate: bool) -> BatchResult:
+           *, isolate: bool, reader: DriverQuery | None = None) -> BatchResult:
     # SKIP LOCKED: concurrent walks on PostgreSQL take disjoint rows; ignored on SQLite,
     # where BEGIN IMMEDIATE serialises writers anyway.
     if isolate:
@@ -182,9 +253,8 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     # rows as plain objects, every decision made in Python as above (the consent gate included),
     # then one UPDATE per group of rows written alike and one INSERT of the charges.
     conn = session.connection()
-    light = (query.with_only_columns(*_SUB_COLUMNS)
-             .limit(config.batch_size).with_for_update(skip_locked=True, of=_SUBSCRIPTIONS))
-    rows = [_Row(r) for r in conn.execute(light)]
+    rows = [_Row(r) for r in (reader.rows(conn) if reader is not None
+                              else conn.execute(_light(query, config)))]
     # Their merchants in one query (a spike: one merchant), each shared by its rows (read only).
     wanted = {row.merchant_id for row in rows if row.merchant_id is not None}
     merchants = {m[0]: _Merchant(m) for m in conn.execute(
@@ -197,16 +267,18 @@ def _batch(session: Session, query: Select[Any], now: datetime, config: WalkConf
     charge_rows: list[dict[str, Any]] = []
     for sub, decision in decided:
         charge_rows += _apply(session, sub, decision, changes.get(sub.id, []), now, config, result)
-    # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN.
-    groups: dict[tuple[Any, ...], list[int]] = {}
+    # Rows written alike (a spike: one cron, one due instant, one plan) go in one UPDATE ... IN,
+    # which sets only the columns that changed (the others' indexes are left alone).
+    groups: dict[tuple[tuple[int, ...], tuple[Any, ...]], list[int]] = {}
     for row in rows:
         written = _written(row)
         if written != row.loaded:
-            groups.setdefault(written, []).append(row.id)
-    postgres = conn.dialect.name == "postgresql"
-    for written, ids in groups.items():
-        conn.execute(_UPDATE_SUBSCRIPTIONS_PG if postgres else _UPDATE_SUBSCRIPTIONS,
-                     {"b_ids": ids, **dict(zip(_BINDS, written, strict=True))})
+            changed = tuple(k for k, (new, old) in enumerate(zip(written, row.loaded, strict=True))
+                            if new != old or type(new) is not type(old))
+            groups.setdefault((changed, tuple(written[k] for k in changed)), []).append(row.id)
+    for (changed, values), ids in groups.items():
+        update_by_ids(conn, _SUBSCRIPTIONS, {_WRITTEN[k]: v for k, v in zip(changed, values, strict=True)},
+                      ids)
     _insert(session, charge_rows, result)
     return result
 
@@ -232,18 +304,6 @@ _MERCHANT_FIELDS = ("id", "name", "retry_delays", "max_attempts", "retryable_cod
                     "min_cycle_interval", "missed_cycles", "consent_missing", "upcoming_notice_days")
 _MERCHANT_COLUMNS = [_MERCHANTS.c[name] for name in _MERCHANT_FIELDS]
 _written = operator.attrgetter(*_WRITTEN)  # the columns ``_apply`` may write, as they are now
-_BINDS = tuple(f"b_{name}" for name in _WRITTEN)
-_WRITE_VALUES = {name: bindparam(f"b_{name}", type_=_SUBSCRIPTIONS.c[name].type) for name in _WRITTEN}
-_UPDATE_SUBSCRIPTIONS = (update(_SUBSCRIPTIONS)
-                         .where(_SUBSCRIPTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
-                         .values(_WRITE_VALUES))
-# PostgreSQL: the ids as one array parameter (psycopg parses a statement with hundreds of
-# parameters again on every execute; this one's text never changes).
-_IDS = ARRAY(_SUBSCRIPTIONS.c.id.type)
-_UPDATE_SUBSCRIPTIONS_PG = (update(_SUBSCRIPTIONS)
-                            .where(_SUBSCRIPTIONS.c.id
-                                   == any_(sql_cast(bindparam("b_ids", type_=_IDS), _IDS)))
-                            .values(_WRITE_VALUES))
 
 
 class _Merchant:
@@ -373,12 +433,8 @@ _CHARGE_COLUMNS = ("subscription_id", "recurrent_id", "cycle_at", "merchant_pay_
                    "tax_free_amount", "agreed_amount", "status", "reason", "lease_until", "surfaced_at",
                    "next_attempt_at", "last_code", "created_at", "updated_at")
 _RETURNED = (_CHARGES.c.id, _CHARGES.c.status, _CHARGES.c.subscription_id, _CHARGES.c.cycle_at)
-# SQLite: the instants go in already converted (``_sqlite_params``), as plain text binds.
+# SQLite: the instants go in already converted (``_sqlite_params``), as plain text.
 _INSTANTS = tuple(name for name in _CHARGE_COLUMNS if isinstance(_CHARGES.c[name].type, UTCDateTime))
-_INSERT_CHARGES_SQLITE = (sqlite.insert(_CHARGES)
-                          .values({name: bindparam(name, type_=String() if name in _INSTANTS
-                                                   else _CHARGES.c[name].type) for name in _CHARGE_COLUMNS})
-                          .on_conflict_do_nothing().returning(*_RETURNED))
 
 
 def _sqlite_params(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -454,6 +510,56 @@ def _pg_insert_params(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict
     return tuple(varying), params
 
 
+@lru_cache(maxsize=64)
+def _pg_insert_text(varying: tuple[str, ...], dialect: Any) -> str:
+    """``_unnest_charges(varying)`` compiled once for the driver (named ``%(u_column)s``)."""
+    return str(_unnest_charges(varying).compile(dialect=dialect).string)
+
+
+def _pg_insert(session: Session, varying: tuple[str, ...],
+               params: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """Run ``_unnest_charges(varying)`` with ``params`` (``_pg_insert_params``) on the driver's
+    cursor, every value through its column's converter (an array's items one by one, each
+    distinct one once): the rows RETURNING gave, and each row's ``cycle_at`` as bound (what
+    RETURNING gives back for it)."""
+    conn = session.connection()
+    dialect = conn.dialect
+    bound: dict[str, Any] = {}
+    for name in _CHARGE_COLUMNS:
+        value = params[f"u_{name}"]
+        convert = _CHARGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is None:
+            bound[f"u_{name}"] = value
+        elif name in varying:
+            bound[f"u_{name}"] = _convert_each(value, convert)
+        else:
+            bound[f"u_{name}"] = None if value is None else convert(value)
+    with driver_cursor(conn) as cursor:
+        cursor.execute(_pg_insert_text(varying, dialect), bound)
+        done = cursor.fetchall()
+    cycles = bound["u_cycle_at"]
+    count = len(params["u_subscription_id"])
+    return done, cycles if "cycle_at" in varying else [cycles] * count
+
+
+def _convert_each(values: list[Any], convert: Callable[[Any], Any]) -> list[Any]:
+    """``convert`` of each non-NULL value; a UTC instant converted once per distinct value (an
+    aware instant in a DST zone compares by wall time: converted every time)."""
+    memo: dict[datetime, Any] = {}
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        elif type(value) is datetime and value.tzinfo is UTC:
+            done = memo.get(value)
+            if done is None:
+                done = memo[value] = convert(value)
+            out.append(done)
+        else:
+            out.append(convert(value))
+    return out
+
+
 def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -> None:
     """Insert-or-ignore on every unique column; count what went in, log what did not."""
     session.flush()  # the subscriptions' new next_charge_at goes out in the same transaction
@@ -462,23 +568,60 @@ def _insert(session: Session, rows: list[dict[str, Any]], result: BatchResult) -
     if session.get_bind().dialect.name == "postgresql":
         # One statement over one array per varying column (INSERT ... SELECT FROM unnest): a
         # short text psycopg parses once, instead of a VALUES list it would parse every batch.
+        # On the driver's cursor: SQLAlchemy compiled this statement again for every batch.
         varying, params = _pg_insert_params(rows)
-        done_rows = session.execute(_unnest_charges(varying), params)
+        done_rows, cycles = _pg_insert(session, varying, params)
+        keys = list(zip((row["subscription_id"] for row in rows), cycles, strict=True))
     else:
-        done_rows = session.execute(_INSERT_CHARGES_SQLITE, _sqlite_params(session, rows))
+        # The driver's own cursor, one multi-row VALUES per chunk (the instants converted once
+        # per distinct value): SQLAlchemy's per-row parameter handling was most of the INSERT.
+        converted = _sqlite_params(session, rows)
+        done_rows = _sqlite_insert(session, converted)
+        keys = [(row["subscription_id"], row["cycle_at"]) for row in converted]
     inserted = set()
-    for done in done_rows:
-        inserted.add((done.subscription_id, done.cycle_at))
-        if done.status == ChargeStatus.SKIPPED:
+    for charge_id, status, subscription_id, cycle_at in done_rows:
+        inserted.add((subscription_id, cycle_at))
+        if status == ChargeStatus.SKIPPED:
             result.skipped += 1
-        elif done.status == ChargeStatus.CONSENT_HELD:
+        elif status == ChargeStatus.CONSENT_HELD:
             result.consent_held += 1
         else:
-            result.new_charge_ids.append(done.id)
-    for row in rows:
-        if (row["subscription_id"], row["cycle_at"]) not in inserted:
+            result.new_charge_ids.append(charge_id)
+    for row, key in zip(rows, keys, strict=True):
+        if key not in inserted:
             result.conflicts += 1
             log.warning("charge of subscription %s for cycle %s not inserted: a charge for that "
                         "cycle or with merchant_pay_id %s already exists", row["subscription_id"],
                         row["cycle_at"], row["merchant_pay_id"],
                         extra={"subscription_id": row["subscription_id"]})
+
+
+# SQLite, on the driver's cursor: the rows of one batch in chunks of at most this many (15
+# parameters a row, well inside SQLite's default limit of 32,766 parameters per statement).
+_SQLITE_CHUNK = 1000
+
+
+@lru_cache(maxsize=16)
+def _sqlite_insert_text(count: int) -> str:
+    """``INSERT INTO charges (...) VALUES (?, ...) x count ON CONFLICT DO NOTHING RETURNING``
+    the columns ``_insert`` reads (``cycle_at`` as stored: the text it was bound as)."""
+    one = f"({', '.join('?' * len(_CHARGE_COLUMNS))})"
+    return (f"INSERT INTO {_CHARGES.name} ({', '.join(_CHARGE_COLUMNS)}) VALUES "
+            f"{', '.join([one] * count)} ON CONFLICT DO NOTHING "
+            f"RETURNING {', '.join(c.name for c in _RETURNED)}")
+
+
+def _sqlite_insert(session: Session, params: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Insert ``params`` (``_sqlite_params``' rows: every value as the driver takes it) through
+    the driver's cursor in the session's transaction; the rows RETURNING gave."""
+    dialect = session.get_bind().dialect
+    assert not any(_CHARGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                   for name in _CHARGE_COLUMNS if name not in _INSTANTS), "a column needs converting"
+    done: list[tuple[Any, ...]] = []
+    with driver_cursor(session.connection()) as cursor:
+        for start in range(0, len(params), _SQLITE_CHUNK):
+            part = params[start:start + _SQLITE_CHUNK]
+            cursor.execute(_sqlite_insert_text(len(part)),
+                           [row[name] for row in part for name in _CHARGE_COLUMNS])
+            done += cursor.fetchall()
+    return done

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from models import Charge, ChargeStatus, PriceChange, PriceChangeKind, Subscription
 from models import PriceChangeStatus as PCS
 from models import SubscriptionStatus as SS
-from scheduler.batchsql import among
+from scheduler.batchsql import values_among
 from scheduler.consent import BILL, HOLD, OPEN_STATUSES, PAUSE, SKIP, Change, Verdict, gate, initial_agreed
 
 
@@ -54,10 +54,8 @@ def open_changes(session: Session, sub_ids: Iterable[int]) -> dict[int, list[Pri
     # Most rows have none (a month-start spike: none at all): a Core probe for which ones do,
     # then ORM objects (the gate writes them) for those only.
     table = cast(Table, PriceChange.__table__)
-    conn = session.connection()
-    having = sorted({i for (i,) in conn.execute(
-        select(table.c.subscription_id).where(among(table.c.subscription_id, ids, conn.dialect.name),
-                                              table.c.status.in_(OPEN_STATUSES)))})
+    having = sorted(values_among(session.connection(), table, "subscription_id", ids,
+                                 where=("status", [str(s) for s in OPEN_STATUSES])))
     if not having:
         return found
     rows = session.scalars(select(PriceChange).where(PriceChange.subscription_id.in_(having),

@@ -32,7 +32,9 @@ Steps 2-5 live in :mod:`scheduler.billing` (each row decided on its own by
 ``invalid`` with the error; a step that fails is logged and named in
 ``WalkReport.failed_steps``, and the other steps still run.
 
-Two walks at once cannot bill a cycle twice: the charge row is unique per (subscription,
+The due step runs ``WalkConfig.due_loops`` batch loops at once on PostgreSQL (disjoint rows
+through ``SKIP LOCKED``; see :mod:`scheduler.billing`). Two walks (or loops) at once cannot
+bill a cycle twice: the charge row is unique per (subscription,
 cycle), and each enqueue is claimed by moving ``lease_until`` forward with a compare-and-set.
 """
 
@@ -102,7 +104,8 @@ def walk(sessions: sessionmaker[Session], now: datetime, config: WalkConfig = DE
     for name, step in STEPS:
         try:
             if name == "due" and on_new_charges is not None:
-                report.add(billing.run_step(sessions, billing.due_rows, now, config, on_new_charges))
+                report.add(billing.run_step(sessions, billing.due_rows, now, config, on_new_charges,
+                                            loops=config.due_loops))
                 continue
             step(sessions, now, config, report)
         except Exception as exc:  # noqa: BLE001 - one failing step never stops the others
@@ -120,9 +123,9 @@ def _statuses(sessions: sessionmaker[Session], now: datetime, config: WalkConfig
     report.statuses += billing.record_statuses(sessions, config)
 
 
-def _rows_step(rows: billing.Selector) -> Step:
+def _rows_step(rows: billing.Selector, *, due: bool = False) -> Step:
     def step(sessions: sessionmaker[Session], now: datetime, config: WalkConfig, report: WalkReport) -> None:
-        report.add(billing.run_step(sessions, rows, now, config))
+        report.add(billing.run_step(sessions, rows, now, config, loops=config.due_loops if due else 1))
     return step
 
 
@@ -241,7 +244,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("statuses", _statuses),
     ("resume", _rows_step(billing.resumed_rows)),
     ("schedule", _rows_step(billing.new_rows)),
-    ("due", _rows_step(billing.due_rows)),
+    ("due", _rows_step(billing.due_rows, due=True)),
     ("consent", _consent),
     ("retries", _retries),
     ("held", _held),

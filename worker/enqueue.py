@@ -29,7 +29,10 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +40,8 @@ from typing import Any
 import redis
 from celery import Celery, Task
 from celery.utils.nodenames import anon_nodename
+
+log = logging.getLogger(__name__)
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -135,3 +140,53 @@ def enqueue_tasks(app: Celery, task: Task, ids: Sequence[int], chunk: int = 2000
                     for k, one in enumerate(part)]
         client.lpush(queue, *messages)
     return len(ids)
+
+
+class BackgroundSender:
+    """:func:`enqueue_tasks` in a thread of its own, so the walk's next batch is read and
+    decided while the last one's messages go out (issue 8, the month-start spike).
+
+    Data flow: the walk calls :meth:`send` with a batch's ids *after* that batch committed ->
+    a bounded queue (``depth`` batches: a walk ahead of Redis waits, memory stays flat) ->
+    the thread sends them in order. :meth:`close` waits until everything queued went out and
+    returns the ids that did; a failed batch is logged and left out of them (the caller sends
+    those again, or the walk finds them once their lease passed). :meth:`send` never raises
+    on a send failure. Use as a context manager: the thread ends on leaving it, whatever
+    happened."""
+
+    _STOP = None
+
+    def __init__(self, app: Celery, task: Task, depth: int = 4, url: str | None = None) -> None:
+        self._app, self._task, self._url = app, task, url
+        self._queue: queue.Queue[list[int] | None] = queue.Queue(maxsize=depth)
+        self.sent: list[int] = []
+        self._thread = threading.Thread(target=self._run, name="walk-enqueue", daemon=True)
+        self._thread.start()
+
+    def send(self, ids: list[int]) -> None:
+        """Queue ``ids`` (committed charges) for sending; blocks while ``depth`` are waiting."""
+        if ids:
+            self._queue.put(list(ids))
+
+    def close(self) -> list[int]:
+        """Wait until everything queued was sent (or failed); the ids sent."""
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        return self.sent
+
+    def __enter__(self) -> BackgroundSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while (ids := self._queue.get()) is not self._STOP:
+            try:
+                enqueue_tasks(self._app, self._task, ids, url=self._url)
+            except Exception:  # noqa: BLE001 - the charges are committed: sent again later
+                log.exception("enqueueing %d new charges failed; sent again at the walk's end, or "
+                              "taken again once their lease passed", len(ids))
+                continue
+            self.sent.extend(ids)

@@ -19,7 +19,7 @@ from scheduler.walk import walk
 from worker import consent, metrics
 from worker.app import app
 from worker.charging import ChargeOutcome, process_charge
-from worker.enqueue import enqueue_tasks
+from worker.enqueue import BackgroundSender, enqueue_tasks
 from worker.finalize import begin_merchant_cancels, expire_registration
 from worker.manual import RetryRefused, prepare_retry
 from worker.notify import deliver
@@ -44,13 +44,11 @@ def walk_task() -> dict[str, int]:
     """Beat's one entry: walk the subscriptions table and enqueue what is due."""
     rt = runtime()
     now = utcnow()
-    sent: list[int] = []  # due charges, enqueued batch by batch as the walk commits them
-
-    def enqueue_batch(ids: list[int]) -> None:
-        enqueue_tasks(app, charge, ids)
-        sent.extend(ids)
-
-    report = walk(rt.sessions, now, rt.settings.walk, on_new_charges=enqueue_batch)
+    # Due charges, enqueued batch by batch as the walk commits them, by a thread of their own
+    # while the walk goes on; what failed to go out is sent again below.
+    with BackgroundSender(app, charge) as sender:
+        report = walk(rt.sessions, now, rt.settings.walk, on_new_charges=sender.send)
+    sent = sender.sent
     metrics.WALKS.inc()
     cancels: list[int] = []
     surfaced = 0
