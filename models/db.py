@@ -11,9 +11,9 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -139,6 +139,17 @@ def _sqlite_begin_immediate(conn: Any) -> None:
 def rowcount(result: Any) -> int:
     """Rows matched by an UPDATE/DELETE (the compare-and-set primitive's answer)."""
     return int(result.rowcount or 0)
+
+
+def raise_driver_error(conn: Connection, error: BaseException, statement: str, params: Any,
+                       cursor: Any) -> NoReturn:
+    """Raise a driver error from a statement run on ``conn``'s own DBAPI cursor the way
+    ``Connection.execute`` would: wrapped as ``sqlalchemy.exc.DBAPIError`` (``IntegrityError``,
+    ``OperationalError``...), through ``handle_error`` events, and with a lost connection
+    invalidated so the pool never hands it out again. (SQLAlchemy's own handler, private but
+    stable across 2.0.x; pyproject pins ``<2.1`` and tests/worker/test_prepared.py checks it.)"""
+    conn._handle_dbapi_exception(error, statement, params, cursor, None)
+    raise AssertionError("unreachable: SQLAlchemy's handler raises")  # pragma: no cover
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -20,6 +20,8 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect, Select, Table
 
+from models.db import raise_driver_error
+
 
 class DriverQuery:
     """A statement compiled once for a dialect and run on the driver's own cursor, its rows
@@ -97,7 +99,7 @@ class DriverCursor:
         try:
             cursor.execute(sql, params)
         except conn.dialect.loaded_dbapi.Error as exc:
-            conn._handle_dbapi_exception(exc, sql, params, cursor, None)  # raises
+            raise_driver_error(conn, exc, sql, params, cursor)
 
     def fetchall(self) -> list[Any]:
         if self._rows is not None:
@@ -106,7 +108,7 @@ class DriverCursor:
         try:
             return list(self._cursor.fetchall())
         except self._conn.dialect.loaded_dbapi.Error as exc:
-            self._conn._handle_dbapi_exception(exc, "(fetch)", None, self._cursor, None)  # raises
+            raise_driver_error(self._conn, exc, "(fetch)", None, self._cursor)
             raise  # (not reached)
 
     def close(self) -> None:

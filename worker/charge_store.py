@@ -62,7 +62,7 @@ from models import (
     UTCDateTime,
 )
 from models import ChargeStatus as CS
-from models.db import rowcount
+from models.db import raise_driver_error, rowcount
 
 log = logging.getLogger(__name__)
 CHARGES = cast(Table, Charge.__table__)  # Core statements: these run several times per charge
@@ -200,7 +200,7 @@ class Prepared:
                     raise AssertionError(f"more than one row from {sql!r}")
             except conn.dialect.loaded_dbapi.Error as exc:
                 # Wrapped, evented and (a lost connection) invalidated as execute() would.
-                conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+                raise_driver_error(conn, exc, sql, params, cursor)
             return _Done(cursor.rowcount, row)
         finally:
             cursor.close()
