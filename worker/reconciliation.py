@@ -25,6 +25,14 @@ Idempotent per day: every run is a new record; a repair is a state transition of
 so a second run finds the charge settled and repairs nothing twice. The daily task skips a
 (merchant, day) that already has a finished run (``once=True``); the CLI always runs.
 Never an UPDATE of a charge's status here: only the state machine moves charges.
+
+Catching up (:func:`daily_pass`, the daily task): a day whose run failed (NAVER down, bad
+credentials), died (the worker stopped mid-run) or never started (beat down at 01:00) is owed
+until a run of it finishes: each daily pass reconciles, oldest first, every day of the last
+``BILLING_RECONCILE_CATCHUP_DAYS`` (default 7) without a finished run, from the merchant's first
+finished run on (a first deployment reconciles yesterday only, no back-fill of history), then
+yesterday. A run still ``running`` after :data:`ABANDONED_AFTER` is recorded as an error
+(abandoned) when its day is reconciled again: the run list never shows a dead run as running.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import (
@@ -175,11 +183,21 @@ def _item_json(f: Finding) -> dict[str, Any]:
             "local_status": f.local_status, "detail": f.detail}
 
 
+# A run takes minutes; one still "running" this long after it started has died with its worker.
+ABANDONED_AFTER = timedelta(hours=12)
+
+
 def already_reconciled(session: Session, merchant_id: int, day: date) -> bool:
     """Whether a finished run exists for (merchant, day): the daily pass runs once a day."""
     return bool(session.scalar(select(exists().where(
         ReconciliationRun.merchant_id == merchant_id, ReconciliationRun.day == day.isoformat(),
         ReconciliationRun.status == "done"))))
+
+
+def _billing_merchants(session: Session) -> list[int]:
+    """Every merchant with a subscription."""
+    return list(session.scalars(select(Merchant.id).where(
+        exists().where(Subscription.merchant_id == Merchant.id)).order_by(Merchant.id)))
 
 
 def reconcile_pass(rec: Reconciler, day: date, merchant_ids: Sequence[int] | None = None, *,
@@ -189,10 +207,37 @@ def reconcile_pass(rec: Reconciler, day: date, merchant_ids: Sequence[int] | Non
     others. ``once`` skips a merchant whose day already has a finished run (the daily pass)."""
     with rec.engine.sessions() as s:
         if merchant_ids is None:
-            merchant_ids = list(s.scalars(select(Merchant.id).where(
-                exists().where(Subscription.merchant_id == Merchant.id)).order_by(Merchant.id)))
+            merchant_ids = _billing_merchants(s)
         todo = [m for m in merchant_ids if not (once and already_reconciled(s, m, day))]
     return [reconcile_day(rec, day, merchant_id) for merchant_id in todo]
+
+
+def owed_days(session: Session, merchant_id: int, yesterday: date, catch_up: int) -> list[date]:
+    """The days the daily pass owes ``merchant_id``, oldest first: each of the ``catch_up``
+    days before ``yesterday`` that has no finished run, counted only after the merchant's
+    first finished run, then ``yesterday`` unless it has one."""
+    earliest = yesterday - timedelta(days=catch_up)
+    done = set(session.scalars(select(ReconciliationRun.day).where(
+        ReconciliationRun.merchant_id == merchant_id, ReconciliationRun.status == "done",
+        ReconciliationRun.day >= earliest.isoformat())))
+    first = session.scalar(select(func.min(ReconciliationRun.day)).where(
+        ReconciliationRun.merchant_id == merchant_id, ReconciliationRun.status == "done"))
+    days = [yesterday - timedelta(days=k) for k in range(catch_up, 0, -1)]
+    days = [d for d in days if first is not None and d.isoformat() > first]
+    return [d for d in [*days, yesterday] if d.isoformat() not in done]
+
+
+def daily_pass(rec: Reconciler, yesterday: date, catch_up: int = 7) -> list[RunReport]:
+    """The daily task's pass: for every merchant with a subscription, each owed day
+    (:func:`owed_days`) in its own run, oldest first; a failure is recorded on its run (and
+    that day is owed again tomorrow), never stopping the other days or merchants."""
+    with rec.engine.sessions() as s:
+        todo = [(m, d) for m in _billing_merchants(s) for d in owed_days(s, m, yesterday, catch_up)]
+    for merchant_id, day in todo:
+        if day != yesterday:
+            log.warning("reconciling %s for merchant %s again: no run of that day finished", day,
+                        merchant_id, extra={"merchant_id": merchant_id})
+    return [reconcile_day(rec, day, merchant_id) for merchant_id, day in todo]
 
 
 def reconcile_day(rec: Reconciler, day: date, merchant_id: int = 1) -> RunReport:
@@ -204,9 +249,17 @@ def reconcile_day(rec: Reconciler, day: date, merchant_id: int = 1) -> RunReport
         merchant = s.get(Merchant, merchant_id)
         if merchant is None:
             raise ValueError(f"no merchant with id {merchant_id}")
-        run = ReconciliationRun(merchant_id=merchant_id, day=day.isoformat(), started_at=clock())
+        now = clock()
+        run = ReconciliationRun(merchant_id=merchant_id, day=day.isoformat(), started_at=now)
         s.add(run)
         s.flush()
+        # Runs of this day that never finished and cannot still be going: recorded as such.
+        s.execute(update(ReconciliationRun).where(
+            ReconciliationRun.merchant_id == merchant_id, ReconciliationRun.day == day.isoformat(),
+            ReconciliationRun.status == "running", ReconciliationRun.started_at < now - ABANDONED_AFTER,
+        ).values(status="error", finished_at=now,
+                 error=f"abandoned: not finished {ABANDONED_AFTER.total_seconds() / 3600:.0f} h after it "
+                       f"started (its worker stopped?); the day is reconciled again by run {run.id}"))
         report = RunReport(run.id, merchant_id, day)
         s.expunge(merchant)
     try:

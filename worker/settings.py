@@ -73,6 +73,16 @@ class Settings:
         )
 
 
+def reconcile_catch_up(environ: Mapping[str, str] = os.environ) -> int:
+    """``BILLING_RECONCILE_CATCHUP_DAYS`` (default 7, 0 = yesterday only): how many days before
+    yesterday the daily reconciliation looks back for days no run finished. ValueError names a
+    bad value."""
+    raw = environ.get("BILLING_RECONCILE_CATCHUP_DAYS", "") or "7"
+    if not raw.strip().isdigit() or int(raw) > 366:
+        raise ValueError(f"BILLING_RECONCILE_CATCHUP_DAYS={raw!r} is not a number of days from 0 to 366")
+    return int(raw)
+
+
 def reconcile_time(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
     """``BILLING_RECONCILE_AT`` (``HH:MM`` in Asia/Seoul, default ``01:00``): when the daily
     reconciliation of the previous KST day runs. ValueError names a bad value."""

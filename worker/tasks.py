@@ -166,18 +166,29 @@ def refund_charge(self: Task, refund_id: int) -> str | None:
     return outcome.status
 @app.task(name="worker.reconcile", ignore_result=True)
 def reconcile(day: str | None = None) -> dict[str, int]:
-    """Beat's daily entry: reconcile a KST day (default: yesterday) with NAVER's history, once
-    per merchant and day; returns the differences left per run."""
+    """Beat's daily entry: reconcile yesterday (KST) with NAVER's history, and each earlier
+    day no run finished (``BILLING_RECONCILE_CATCHUP_DAYS``), once per merchant and day; with
+    ``day``, that day (a new run). Returns the differences left per run."""
+    from worker.reconciliation import daily_pass
+    from worker.settings import reconcile_catch_up
+
     rt = runtime()
-    target = parse_day(day) if day else previous_day(utcnow())
     rec = Reconciler(rt.charge_engine(), TableRefunds(rt.sessions))
-    reports = reconcile_pass(rec, target, once=day is None)
+    if day:
+        reports = reconcile_pass(rec, parse_day(day))
+    else:
+        try:
+            catch_up = reconcile_catch_up()
+        except ValueError as exc:
+            log.error("%s; looking back 7 days", exc)
+            catch_up = 7
+        reports = daily_pass(rec, previous_day(utcnow()), catch_up)
     for report in reports:
         for notification_id in report.notification_ids:
             deliver_notification.delay(notification_id)
         for subscription_id in report.expire_subscription_ids:
             expire_subscription.delay(subscription_id)
-        log.info("reconciliation of %s (merchant %s): %s repaired, %s left", target, report.merchant_id,
+        log.info("reconciliation of %s (merchant %s): %s repaired, %s left", report.day, report.merchant_id,
                  len(report.repaired), len(report.remaining))
     return {f"run {r.run_id}": len(r.remaining) for r in reports}
 # --- issue 9: registration sync, purchase confirm / point accrual (their own beat entries) ----

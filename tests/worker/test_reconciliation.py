@@ -354,3 +354,65 @@ def test_refunds_seam_with_local_refunds():
     findings = compare_refunds([_cancel("P1", 1000, "rf-1"), _cancel("P2", 500), _cancel("P5", 200)], local)
     assert sorted((f.kind.value, f.payment_id) for f in findings) == [
         ("refund_differs", "P2"), ("refund_missing_at_naver", "P3"), ("refund_unknown_here", "P5")]
+
+
+# --- catching up: days no run finished ----------------------------------------------------------
+
+def _runs(books, *rows):
+    """Past runs as the table would hold them: (day, status, started_at or None)."""
+    for day, status, started in rows:
+        books.db.sql("INSERT INTO reconciliation_runs (merchant_id, day, status, started_at) "
+                     "VALUES (1, :d, :s, :t)", d=day, s=status, t=started or "2026-11-20 16:00:00")
+
+
+def _days(reports):
+    return [(r.day.isoformat(), r.status) for r in reports]
+
+
+def test_the_daily_pass_catches_up_days_whose_run_failed_died_or_never_ran(books):
+    from worker.reconciliation import daily_pass
+
+    books.subscribe("x")
+    books.next_morning()
+    _runs(books, ("2026-11-20", "done", None), ("2026-11-24", "done", None),
+          ("2026-11-25", "error", None),  # NAVER was down
+          ("2026-11-27", "done", None))  # (26th: beat did not run at all)
+    reports = daily_pass(books.reconciler(), DAY, catch_up=7)
+    assert _days(reports) == [("2026-11-21", "done"), ("2026-11-22", "done"), ("2026-11-23", "done"),
+                              ("2026-11-25", "done"), ("2026-11-26", "done"), ("2026-11-28", "done")]
+    assert daily_pass(books.reconciler(), DAY, catch_up=7) == []  # nothing owed any more
+    # a shorter look-back leaves older days alone
+    books.db.sql("DELETE FROM reconciliation_runs WHERE day IN ('2026-11-22', '2026-11-23')")
+    assert _days(daily_pass(books.reconciler(), DAY, catch_up=5)) == [("2026-11-23", "done")]
+
+
+def test_a_merchant_never_reconciled_is_owed_yesterday_only(books):
+    from worker.reconciliation import daily_pass
+
+    books.subscribe("x")
+    books.next_morning()
+    _runs(books, ("2026-11-26", "error", None))  # failed, but nothing ever finished: no back-fill
+    assert _days(daily_pass(books.reconciler(), DAY, catch_up=7)) == [("2026-11-28", "done")]
+
+
+def test_a_run_that_died_is_recorded_as_abandoned_when_its_day_is_reconciled_again(books):
+    from worker.reconciliation import daily_pass
+
+    books.subscribe("x")
+    books.next_morning()  # 2026-11-28 16:00 UTC
+    _runs(books, ("2026-11-28", "running", "2026-11-28 03:00:00"),  # 13 h ago: its worker died
+          ("2026-11-28", "running", "2026-11-28 15:00:00"))  # an hour ago: may still be going
+    (report,) = daily_pass(books.reconciler(), DAY, catch_up=7)
+    rows = books.db.sql("SELECT id, status, error FROM reconciliation_runs ORDER BY id")
+    assert [(status, (error or "")[:40]) for _, status, error in rows] == [
+        ("error", "abandoned: not finished 12 h after it st"), ("running", ""), ("done", "")]
+    assert rows[0][2].endswith(f"the day is reconciled again by run {report.run_id}")
+
+
+def test_the_catch_up_setting():
+    from worker.settings import reconcile_catch_up
+
+    assert reconcile_catch_up({}) == 7 and reconcile_catch_up({"BILLING_RECONCILE_CATCHUP_DAYS": "0"}) == 0
+    for bad in ("-1", "a week", "400"):
+        with pytest.raises(ValueError, match="BILLING_RECONCILE_CATCHUP_DAYS"):
+            reconcile_catch_up({"BILLING_RECONCILE_CATCHUP_DAYS": bad})
