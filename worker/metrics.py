@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from worker.overview import Overview
 
 CHARGES = Counter("npay_charges_total", "Charges that reached an outcome", ["outcome", "code"])
+REFUNDS = Counter("npay_refunds_total", "Refund runs by the status they left the refund in",
+                  ["outcome", "code"])
 RETRIES = Counter("npay_retries_scheduled_total", "Declined attempts scheduled for a retry", ["code"])
 EXPIRED = Counter("npay_registrations_expired_total",
                   "Registrations expired at NAVER Pay (final failure or merchant cancel)")
@@ -44,7 +46,8 @@ def observe_naverpay(api: str, elapsed: float, code: str | None) -> None:
 def attention_gauges(view: Overview) -> list[GaugeMetricFamily]:
     """Gauges read from the database at scrape time that call for a human when they grow:
     held charges, unsettled and surfaced charges with the oldest one's age, registrations that
-    could not be expired yet (``revoking``) or at all (``expire_failed``)."""
+    could not be expired yet (``revoking``) or at all (``expire_failed``), held and unsettled
+    refunds."""
     return [
         GaugeMetricFamily("npay_charges_held", "Charges held by a merchant-side fault", value=view.held),
         GaugeMetricFamily("npay_charges_unsettled",
@@ -60,4 +63,9 @@ def attention_gauges(view: Overview) -> list[GaugeMetricFamily]:
         GaugeMetricFamily("npay_subscriptions_expire_failed",
                           "Registrations NAVER Pay would not expire (a human must check)",
                           value=view.subscriptions.get("expire_failed", 0)),
+        GaugeMetricFamily("npay_refunds_held", "Refunds held by a merchant-side fault",
+                          value=view.refunds_held),
+        GaugeMetricFamily("npay_refunds_unsettled",
+                          "Refunds whose cancel outcome is being resolved (cancelling/unknown/completing)",
+                          value=view.refunds_unsettled),
     ]

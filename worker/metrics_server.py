@@ -38,8 +38,12 @@ class DatabaseCollector(Collector):
         by_sub = GaugeMetricFamily("npay_subscriptions", "Subscriptions by status", labels=["status"])
         for status, count in view.subscriptions.items():
             by_sub.add_metric([status], count)
+        by_refund = GaugeMetricFamily("npay_refunds", "Refunds by status", labels=["status"])
+        for status, count in view.refunds.items():
+            by_refund.add_metric([status], count)
         yield by_charge
         yield by_sub
+        yield by_refund
         yield GaugeMetricFamily("npay_unknown_outcomes_open",
                                 "Charges whose approval outcome is being resolved", value=view.unknown_open)
         yield GaugeMetricFamily("npay_registrations_expired",

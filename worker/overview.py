@@ -2,7 +2,9 @@
 Prometheus endpoint: rows by status, unknown outcomes open, notifications pending, the walk's
 lag, the next due items, and what needs a human: held charges (a merchant-side fault),
 charges whose NAVER outcome is unsettled (``stuck_since``; the oldest one's age) and those
-surfaced for it, subscriptions still ``revoking`` or ``expire_failed``.
+surfaced for it, subscriptions still ``revoking`` or ``expire_failed``, refunds held (a
+merchant-side fault) or unsettled (``cancelling``/``unknown``/``completing``: NAVER's answer is
+being resolved through history).
 
 The walk's lag is how late the oldest due item is: the earliest of the active subscriptions'
 ``next_charge_at`` and the ``retry_wait`` charges' ``next_attempt_at`` that are not after
@@ -18,10 +20,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Charge, ChargeStatus, Notification, Subscription, SubscriptionStatus
+from models import Charge, ChargeStatus, Notification, Refund, RefundStatus, Subscription, SubscriptionStatus
 
 CHARGE_STATUSES = tuple(status.value for status in ChargeStatus)
 SUBSCRIPTION_STATUSES = tuple(status.value for status in SubscriptionStatus)
+REFUND_STATUSES = tuple(status.value for status in RefundStatus)
+UNSETTLED_REFUNDS = (RefundStatus.CANCELLING.value, RefundStatus.UNKNOWN.value, RefundStatus.COMPLETING.value)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Overview:
     stuck: int = 0  # charges unsettled now (reserving/approving/unknown/held)
     surfaced: int = 0  # of those, the ones surfaced to a human (older than the bound)
     oldest_stuck: datetime | None = None  # since when the oldest unsettled one is unsettled
+    refunds: dict[str, int] = field(default_factory=dict)
 
     @property
     def lag_seconds(self) -> float:
@@ -61,6 +66,16 @@ class Overview:
         return max(0.0, (self.now - self.oldest_stuck).total_seconds())
 
     @property
+    def refunds_held(self) -> int:
+        """Refunds held by a merchant-side fault (they resume by themselves once it is fixed)."""
+        return self.refunds.get(RefundStatus.HELD.value, 0)
+
+    @property
+    def refunds_unsettled(self) -> int:
+        """Refunds whose cancel may have been carried out: resolved through NAVER's history."""
+        return sum(self.refunds.get(status, 0) for status in UNSETTLED_REFUNDS)
+
+    @property
     def notifications_pending(self) -> int:
         """Outbox rows not delivered yet."""
         return self.notifications.get("pending", 0) + self.notifications.get("sending", 0)
@@ -76,7 +91,9 @@ class Overview:
                 "oldest_stuck_at": self.oldest_stuck,
                 "oldest_stuck_seconds": round(self.oldest_stuck_seconds, 3),
                 "revoking": self.subscriptions.get("revoking", 0),
-                "expire_failed": self.subscriptions.get("expire_failed", 0)}
+                "expire_failed": self.subscriptions.get("expire_failed", 0),
+                "refunds": self.refunds, "refunds_held": self.refunds_held,
+                "refunds_unsettled": self.refunds_unsettled}
 
 
 def _counts(session: Session, column: Any, names: tuple[str, ...] = ()) -> dict[str, int]:
@@ -115,6 +132,7 @@ def overview(session: Session, now: datetime, next_limit: int = 5) -> Overview:
                     charges=_counts(session, Charge.status, CHARGE_STATUSES),
                     notifications=_counts(session, Notification.status),
                     oldest_due=min(due) if due else None, next_due=_next_due(session, next_limit),
-                    stuck=int(stuck), surfaced=int(surfaced), oldest_stuck=oldest_stuck)
+                    stuck=int(stuck), surfaced=int(surfaced), oldest_stuck=oldest_stuck,
+                    refunds=_counts(session, Refund.status, REFUND_STATUSES))
 
 

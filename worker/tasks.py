@@ -162,6 +162,8 @@ def refund_charge(self: Task, refund_id: int) -> str | None:
         deliver_notification.delay(notification_id)
     if outcome.busy:
         raise self.retry(countdown=5)  # another run holds it; never a long countdown
+    if outcome.status:
+        metrics.REFUNDS.labels(outcome=outcome.status, code=outcome.code or "none").inc()
     log.info("refund %s -> %s", refund_id, outcome.status)
     return outcome.status
 @app.task(name="worker.reconcile", ignore_result=True)

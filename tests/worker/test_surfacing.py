@@ -143,3 +143,21 @@ def test_the_bound_is_a_setting():
     assert Settings.from_env({"BILLING_SURFACE_AFTER_SECONDS": "600"}).surface_after == timedelta(minutes=10)
     with pytest.raises(ValueError, match="BILLING_SURFACE_AFTER_SECONDS"):
         Settings.from_env({"BILLING_SURFACE_AFTER_SECONDS": "soon"})
+
+
+def test_status_and_metrics_show_refunds_that_need_a_look(db):
+    sid = subscribe(db)
+    charge_id = add_charge(db, sid, "succeeded", payment_id="P-1", approved_amount=9900)
+    for n, status in enumerate(["held", "unknown", "cancelling", "failed", "succeeded"]):
+        db.sql("INSERT INTO refunds (charge_id, subscription_id, payment_id, amount, reason, status, "
+               "idempotency_key) VALUES (:c, :s, 'P-1', 100, 'test', :st, :k)",
+               c=charge_id, s=sid, st=status, k=f"key-{n}")
+    data = cli_json(db.url, "status")
+    assert (data["refunds_held"], data["refunds_unsettled"]) == (1, 2)
+    assert data["refunds"]["failed"] == 1 and data["refunds"]["requested"] == 0
+    text = cli(db.url, "status").output
+    assert "1 held (merchant-side fault: resumes by itself), 2 unsettled (resolved via NAVER history), " \
+           "1 failed" in text
+    metrics = generate_latest(registry_for(db.sessions)).decode()
+    assert "npay_refunds_held 1.0" in metrics and "npay_refunds_unsettled 2.0" in metrics
+    assert 'npay_refunds{status="succeeded"} 1.0' in metrics

@@ -61,7 +61,8 @@ def status(as_json: bool) -> None:
 
 
 def _attention(view: Overview) -> list[tuple[str, str]]:
-    """What needs a human: held and surfaced charges, registrations not expired."""
+    """What needs a human: held and surfaced charges, registrations not expired, refunds held
+    or unsettled."""
     oldest = (f", oldest {duration(view.oldest_stuck_seconds)} (since {when(view.oldest_stuck)})"
               if view.oldest_stuck else "")
     revoking, failed = view.subscriptions.get("revoking", 0), view.subscriptions.get("expire_failed", 0)
@@ -72,6 +73,9 @@ def _attention(view: Overview) -> list[tuple[str, str]]:
                     "(amount above the agreed one: `npay-billing consent record`, or lower the amount)"),
         ("expiring", f"{revoking} revoking, {failed} expire_failed"
                      + (" (NAVER would not expire them: check in NAVER Pay)" if failed else "")),
+        ("refunds", f"{view.refunds_held} held (merchant-side fault: resumes by itself), "
+                    f"{view.refunds_unsettled} unsettled (resolved via NAVER history), "
+                    f"{view.refunds.get('failed', 0)} failed"),
     ]
 
 
