@@ -8,11 +8,14 @@ a transaction begins one, and engine listeners see every statement.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from models import ChargeStatus as CS
@@ -132,3 +135,44 @@ def test_a_lost_postgresql_connection_is_invalidated_not_reused(postgres_url: st
             assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
     finally:
         engine.dispose()
+
+
+_INSTANTS = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+                         timezones=st.just(UTC))  # (hypothesis takes naive bounds)
+_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)  # (PostgreSQL: no NUL)
+_INT = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_stored_charge_reads_the_same_through_the_driver(db: Any, data: st.DataObject) -> None:
+    """Whatever a charge row holds (instants to the microsecond over three centuries, any
+    text, NULLs, large integers), the driver's cursor reads what SQLAlchemy's execution reads."""
+    from models import Charge
+
+    n = uuid.uuid4().hex[:12]
+    sub_id = subscribe(db, f"RE-{n}")  # its own: (subscription, cycle) is unique
+    amount = data.draw(st.integers(min_value=1, max_value=2**31 - 1))  # (the table's CHECKs)
+    values = {
+        "subscription_id": sub_id, "recurrent_id": data.draw(_TEXT), "cycle_at": data.draw(_INSTANTS),
+        "merchant_pay_id": f"NPB-{n}", "amount": amount,
+        "tax_free_amount": data.draw(st.integers(min_value=0, max_value=amount)),
+        "status": data.draw(st.sampled_from([s.value for s in CS])),
+        "payment_id": data.draw(st.none() | _TEXT), "attempt_count": data.draw(_INT),
+        "next_attempt_at": data.draw(st.none() | _INSTANTS), "lease_owner": data.draw(st.none() | _TEXT),
+        "held_from": data.draw(st.none() | st.sampled_from(["reserving", "unknown"])),
+        "backoff_count": data.draw(_INT), "key_round": data.draw(_INT),
+        "last_code": data.draw(st.none() | _TEXT), "updated_at": data.draw(_INSTANTS),
+        "agreed_amount": data.draw(st.none() | _INT),
+    }
+    with db.engine.begin() as conn:
+        charge_id = conn.execute(sa.insert(Charge.__table__).values(**values)
+                                 .returning(Charge.__table__.c.id)).scalar_one()
+    with db.engine.connect() as conn:
+        raw = load_charge(conn, charge_id)
+    with Session(db.engine) as session:
+        ordinary = load_charge(session, charge_id)
+    assert raw is not None and raw == ordinary
+    assert raw.cycle_at == values["cycle_at"] and raw.next_attempt_at == values["next_attempt_at"]
+    assert (raw.recurrent_id, raw.amount, raw.last_code) == (values["recurrent_id"], values["amount"],
+                                                             values["last_code"])
