@@ -147,13 +147,20 @@ def run_step(sessions: sessionmaker[Session], rows: Selector, now: datetime,
     ``loops`` > 1 (PostgreSQL only; SQLite runs one): that many batch loops at once, each in
     its own thread and transactions. ``FOR UPDATE SKIP LOCKED`` hands them disjoint rows, as
     it does to two walks at once, and the unique columns keep a cycle to one charge even if
-    they did not; ``on_batch`` is then called from those threads. A loop stops at its first
-    short batch: every row not locked by another loop was in it. The first error of a loop
-    is raised once all loops ended (their batches are committed; the totals are lost, as a
-    failing step's are)."""
+    they did not; ``on_batch`` is then called from those threads. The loops start only
+    after a first batch came back full: a walk with less than a batch to do (most walks)
+    stays one batch in the caller's thread, exactly as with one loop (a row a second loop
+    would read again after the first committed, still due, is decided twice in one walk as
+    with two walks at once: never a second charge for a cycle, but twice the bounded catch-up).
+    A loop stops at its first short batch: every row not locked by another loop was in it.
+    The first error of a loop is raised once all loops ended (their batches are committed;
+    the totals are lost, as a failing step's are)."""
     if loops <= 1 or _dialect(sessions) != "postgresql":
         return _loop(sessions, rows, now, config, on_batch)
-    totals: list[BatchResult] = []
+    first = _loop(sessions, rows, now, config, on_batch, max_batches=1)
+    if first.rows < config.batch_size:
+        return first
+    totals: list[BatchResult] = [first]
     errors: list[BaseException] = []
 
     def one_loop() -> None:
@@ -182,7 +189,7 @@ def _dialect(sessions: sessionmaker[Session]) -> str:
 
 
 def _loop(sessions: sessionmaker[Session], rows: Selector, now: datetime,
-          config: WalkConfig, on_batch: OnBatch | None) -> BatchResult:
+          config: WalkConfig, on_batch: OnBatch | None, max_batches: int = MAX_BATCHES) -> BatchResult:
     total = BatchResult()
     # The common batch's read, compiled once for the loop (its ``now`` is the walk's).
     reader: DriverQuery | None = None
@@ -192,7 +199,7 @@ def _loop(sessions: sessionmaker[Session], rows: Selector, now: datetime,
     except Exception:  # noqa: BLE001 - a slower read, never a stopped walk
         log.exception("the walk's batch read could not be compiled for the driver; reading through "
                       "SQLAlchemy")
-    for _ in range(MAX_BATCHES):
+    for _ in range(max_batches):
         try:
             with sessions.begin() as session:
                 result = _batch(session, rows(now), now, config, isolate=False, reader=reader)

@@ -219,3 +219,33 @@ def test_statements_on_the_driver_cursor_are_seen_by_the_engines_listeners(db) -
     assert any(s.startswith("SELECT subscriptions.id, subscriptions.merchant_id") for s in seen)
     assert any(s.startswith("UPDATE subscriptions SET next_charge_at") for s in seen)
     assert any(s.startswith("INSERT INTO charges") for s in seen)
+
+
+def test_a_walk_with_less_than_a_batch_to_do_stays_in_the_callers_thread(db, monkeypatch) -> None:
+    """Most walks find a few rows: no loop threads start (a second loop would also read a row
+    catching up on missed cycles again once the first committed it, still due, and decide it
+    twice in one walk)."""
+    _add(db, 3)
+    db.sql("UPDATE subscriptions SET next_charge_at = :t", t=(T0 - timedelta(hours=2)).replace(tzinfo=None))
+    started: list[str] = []
+    real_thread = threading.Thread
+
+    def counting_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+        started.append(kwargs.get("name", "?"))
+        return real_thread(*args, **kwargs)
+
+    monkeypatch.setattr(billing.threading, "Thread", counting_thread)
+    config = WalkConfig(batch_size=7, due_loops=2, missed_grace=timedelta(seconds=12))
+    result = billing.run_step(db.sessions, billing.due_rows, T0, config, None, loops=config.due_loops)
+    monkeypatch.undo()
+    assert started == []
+    assert result.rows == 3
+    assert result.skipped == 3 * config.max_cycles_per_subscription  # each row once: 100 cycles
+    assert len(db.sql("SELECT id FROM charges")) == 3 * config.max_cycles_per_subscription
+    # a full first batch: the loops start (PostgreSQL; SQLite keeps one loop)
+    _add(db, 20, "MORE", next_charge_at=(T0 - timedelta(seconds=3)).replace(tzinfo=None))
+    monkeypatch.setattr(billing.threading, "Thread", counting_thread)
+    more = billing.run_step(db.sessions, billing.due_rows, T0, config, None, loops=config.due_loops)
+    monkeypatch.undo()
+    assert started == ([] if db.dialect == "sqlite" else ["walk-loop-0", "walk-loop-1"])
+    assert more.rows >= 20 and len(db.sql("SELECT id FROM charges WHERE status = 'pending'")) == 20
