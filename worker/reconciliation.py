@@ -204,7 +204,8 @@ def reconcile_pass(rec: Reconciler, day: date, merchant_ids: Sequence[int] | Non
                    once: bool = False) -> list[RunReport]:
     """Reconcile ``day`` for each merchant (default: every merchant with a subscription), each
     in its own run: one merchant's failure (recorded on its run's report) never stops the
-    others. ``once`` skips a merchant whose day already has a finished run (the daily pass)."""
+    others. ``once`` skips a merchant whose day already has a finished run (the daily task
+    uses :func:`daily_pass`, which also catches up on earlier days)."""
     with rec.engine.sessions() as s:
         if merchant_ids is None:
             merchant_ids = _billing_merchants(s)
