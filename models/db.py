@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
@@ -150,6 +151,76 @@ def raise_driver_error(conn: Connection, error: BaseException, statement: str, p
     stable across 2.0.x; pyproject pins ``<2.1`` and tests/worker/test_prepared.py checks it.)"""
     conn._handle_dbapi_exception(error, statement, params, cursor, None)
     raise AssertionError("unreachable: SQLAlchemy's handler raises")  # pragma: no cover
+
+
+@contextmanager
+def driver_cursor(conn: Connection) -> Iterator[DriverCursor]:
+    """A cursor of ``conn``'s driver connection (inside its transaction), closed on leaving."""
+    cursor = DriverCursor(conn)
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+class DriverCursor:
+    """The driver's own cursor of ``conn``, for statements compiled once and run many times
+    (the charge path's ``worker.charge_store.Prepared``, the walk's ``scheduler.batchsql``):
+    SQLAlchemy's per-statement work (execution context, cursor result) is skipped, what it adds
+    around a statement is kept. A transaction is begun first if none is (as
+    ``Connection.execute``'s autobegin; SQLite: BEGIN IMMEDIATE); a driver error goes through
+    :func:`raise_driver_error`. When the engine has cursor listeners (tracing such as
+    OpenTelemetry's, statement logs in tests), the same text and values run through
+    ``exec_driver_sql`` instead, so they get the execution context they expect."""
+
+    def __init__(self, conn: Connection) -> None:
+        if not conn.in_transaction():
+            conn.begin()
+        self._conn = conn
+        self._cursor = cast(Any, conn.connection.dbapi_connection).cursor()
+        self._rows: list[Any] | None = None  # what exec_driver_sql returned, not fetched yet
+        self._rowcount: int | None = None  # its row count (None: the driver's cursor ran it)
+
+    def execute(self, sql: str, params: Any) -> None:
+        self._run(sql, tuple(params) if isinstance(params, list) else params, many=False)
+
+    def executemany(self, sql: str, params: list[Any]) -> None:
+        self._run(sql, params, many=True)
+
+    def _run(self, sql: str, params: Any, many: bool) -> None:
+        conn, cursor = self._conn, self._cursor
+        dispatch = conn.dispatch
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+            result = conn.exec_driver_sql(sql, params)
+            self._rowcount = result.rowcount
+            self._rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+            return
+        self._rows = self._rowcount = None
+        try:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise_driver_error(conn, exc, sql, params, cursor)
+
+    def fetchall(self) -> list[Any]:
+        if self._rows is not None:
+            rows, self._rows = self._rows, None
+            return rows
+        try:
+            return list(self._cursor.fetchall())
+        except self._conn.dialect.loaded_dbapi.Error as exc:
+            raise_driver_error(self._conn, exc, "(fetch)", None, self._cursor)
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement matched (with RETURNING on SQLite: once its rows were
+        fetched)."""
+        return int(self._rowcount if self._rowcount is not None else self._cursor.rowcount)
+
+    def close(self) -> None:
+        self._cursor.close()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

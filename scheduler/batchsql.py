@@ -14,13 +14,12 @@ cache takes only short ones): on PostgreSQL id lists go in as one array paramete
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Connection, Dialect, Select, Table
 
-from models.db import raise_driver_error
+from models.db import driver_cursor
 
 
 class DriverQuery:
@@ -60,59 +59,6 @@ class DriverQuery:
             cursor.execute(self.text, self.params)
             raw = cursor.fetchall()
         return convert_rows(raw, self.converters)
-
-
-@contextmanager
-def driver_cursor(conn: Connection) -> Iterator[DriverCursor]:
-    """A cursor of ``conn``'s driver connection (inside its transaction), closed on leaving."""
-    cursor = DriverCursor(conn)
-    try:
-        yield cursor
-    finally:
-        cursor.close()
-
-
-class DriverCursor:
-    """The driver's cursor with what SQLAlchemy adds around a statement kept (as the charge
-    path's ``worker.charge_store.Prepared`` does): a driver error goes through the connection's
-    own handling (wrapped as ``sqlalchemy.exc.DBAPIError``: ``IntegrityError`` ...;
-    ``handle_error`` events; a lost connection invalidated). When the engine has cursor
-    listeners (tracing such as OpenTelemetry's, statement logs in tests), the same text and
-    converted values run through ``exec_driver_sql`` instead, so they get the execution
-    context they expect."""
-
-    def __init__(self, conn: Connection) -> None:
-        if not conn.in_transaction():
-            conn.begin()  # as Connection.execute's autobegin (SQLite: BEGIN IMMEDIATE)
-        self._conn = conn
-        self._cursor = cast(Any, conn.connection.dbapi_connection).cursor()
-        self._rows: list[Any] | None = None  # what exec_driver_sql returned, if it ran
-
-    def execute(self, sql: str, params: Any) -> None:
-        conn, cursor = self._conn, self._cursor
-        dispatch = conn.dispatch
-        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
-            result = conn.exec_driver_sql(sql, tuple(params) if isinstance(params, list) else params)
-            self._rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
-            return
-        self._rows = None
-        try:
-            cursor.execute(sql, params)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise_driver_error(conn, exc, sql, params, cursor)
-
-    def fetchall(self) -> list[Any]:
-        if self._rows is not None:
-            rows, self._rows = self._rows, None
-            return rows
-        try:
-            return list(self._cursor.fetchall())
-        except self._conn.dialect.loaded_dbapi.Error as exc:
-            raise_driver_error(self._conn, exc, "(fetch)", None, self._cursor)
-            raise  # (not reached)
-
-    def close(self) -> None:
-        self._cursor.close()
 
 
 def convert_rows(raw: list[Any], converters: list[Callable[[Any], Any] | None]) -> list[tuple[Any, ...]]:

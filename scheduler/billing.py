@@ -34,7 +34,7 @@ value; on PostgreSQL ``INSERT ... SELECT FROM unnest(:arrays)``, an array for ea
 varies in the batch and one value for the others, so psycopg parses one short statement
 instead of a 7,500-parameter one per batch (and id lists go as ``= ANY(:array)``). Every
 statement on the driver's cursor keeps SQLAlchemy's listeners and error handling
-(:class:`scheduler.batchsql.DriverCursor`).
+(:class:`models.db.DriverCursor`).
 
 Batch loops (the due step, PostgreSQL): ``WalkConfig.due_loops`` loops at once, each its own
 thread, connection and transactions; ``FOR UPDATE SKIP LOCKED`` hands them disjoint rows
@@ -63,8 +63,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Charge, ChargeStatus, Merchant, PriceChange, Subscription, UTCDateTime
 from models import SubscriptionStatus as SS
+from models.db import driver_cursor
 from scheduler import consenting
-from scheduler.batchsql import DriverQuery, driver_cursor, update_by_ids
+from scheduler.batchsql import DriverQuery, update_by_ids
 from scheduler.planning import Decision, decide, merchant_pay_id
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,15 +109,7 @@ class Database:
 
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.migrate import upgrade
-
-    path = tmp_path_factory.mktemp("template") / "migrated.db"
-    upgrade(f"sqlite:///{path}")
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # self-contained: no -wal file to copy
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.close()
-    return path
+    return services.migrated_sqlite_file(tmp_path_factory.mktemp("template") / "migrated.db")
 
 
 @pytest.fixture(scope="session")

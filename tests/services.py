@@ -7,18 +7,21 @@ is a fake: tests talk to the real programs over real sockets.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -142,37 +145,51 @@ def start_postgres() -> Service:
     )
 
 
-def create_pg_database(service: Service, name: str) -> str:
-    """A fresh database in the running cluster; returns its SQLAlchemy URL."""
+@contextlib.contextmanager
+def _admin(service: Service) -> Iterator[Any]:
+    """An autocommit connection to the cluster's ``postgres`` database."""
     import psycopg
 
     base = service.url.rsplit("/", 1)[0]
     with psycopg.connect(base.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+        yield conn
+
+
+def create_pg_database(service: Service, name: str) -> str:
+    """A fresh database in the running cluster; returns its SQLAlchemy URL."""
+    with _admin(service) as conn:
         conn.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
-    return f"{base}/{name}"
+    return f"{service.url.rsplit('/', 1)[0]}/{name}"
 
 
 def drop_pg_database(service: Service, name: str) -> None:
     """Drop the database ``name``, ending any session still connected to it."""
-    import psycopg
-
-    base = service.url.rsplit("/", 1)[0]
-    with psycopg.connect(base.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+    with _admin(service) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def recreate_pg_database(service: Service, name: str, template: str) -> None:
     """Replace the database ``name`` by a copy of ``template`` (file copy: PostgreSQL 15's
     default strategy writes the whole template through the WAL, twice as slow here)."""
-    import psycopg
-
-    base = service.url.rsplit("/", 1)[0]
-    with psycopg.connect(base.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+    with _admin(service) as conn:
         # A template must have no sessions; the migration's own are gone, this is belt and braces.
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                      (template,))
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+
+
+def migrated_sqlite_file(path: Path) -> Path:
+    """A self-contained SQLite file at ``path`` migrated to the newest revision (checkpointed,
+    no -wal file): a template each test copies instead of running the migrations."""
+    from models.migrate import upgrade
+
+    upgrade(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    return path
 
 
 def start_sandbox(*args: str) -> Service:

@@ -62,7 +62,7 @@ from models import (
     UTCDateTime,
 )
 from models import ChargeStatus as CS
-from models.db import raise_driver_error, rowcount
+from models.db import driver_cursor, rowcount
 
 log = logging.getLogger(__name__)
 CHARGES = cast(Table, Charge.__table__)  # Core statements: these run several times per charge
@@ -118,17 +118,17 @@ class Prepared:
     The charge path runs the same few statements per charge, so each is compiled once (public
     ``compile``), its bound values are converted with the same type processors ``execute``
     would use (``UTCDateTime`` included), and a SELECT's columns with the types' result
-    processors. It then runs on the connection's DBAPI cursor, inside the transaction the
-    ``Connection`` began (one is begun first if none is, as ``execute`` would). A driver error
-    goes through the connection's own handling: wrapped as ``sqlalchemy.exc.DBAPIError``
-    (``IntegrityError``, ``OperationalError``...), ``handle_error`` events, and a lost
-    connection invalidated so the pool never hands it out again. Only the first row of a
-    result is kept (every statement here returns at most one).
+    processors. It then runs on the connection's DBAPI cursor (``models.db.DriverCursor``),
+    inside the transaction the ``Connection`` began (one is begun first if none is, as
+    ``execute`` would). A driver error goes through the connection's own handling: wrapped as
+    ``sqlalchemy.exc.DBAPIError`` (``IntegrityError``, ``OperationalError``...),
+    ``handle_error`` events, and a lost connection invalidated so the pool never hands it out
+    again. Only the first row of a result is kept (every statement here returns at most one).
 
-    A statement runs SQLAlchemy's ordinary way through an ORM ``Session`` (rarer steps), and
-    whenever the engine has ``before_cursor_execute``/``after_cursor_execute`` listeners
-    (tracing such as OpenTelemetry's, statement logs in tests): they get the execution
-    context they expect.
+    Through an ORM ``Session`` (rarer steps) a statement runs SQLAlchemy's ordinary way; when
+    the engine has ``before_cursor_execute``/``after_cursor_execute`` listeners (tracing such
+    as OpenTelemetry's, statement logs in tests) it runs through ``exec_driver_sql``, so they
+    get the execution context they expect.
     """
 
     __slots__ = ("statement", "column_keys", "_by_dialect")
@@ -166,44 +166,28 @@ class Prepared:
         """Run it; the result (``rowcount``, ``first()``: see :meth:`first`)."""
         if isinstance(s, Session):
             return s.execute(self.statement, params)
-        dispatch = s.dispatch
-        ordinary = bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
-        if ordinary and isinstance(self.statement, Select):
-            return s.execute(self.statement, params)
         compiled = self._compiled(s.dialect)
         if isinstance(params, Mapping):
-            converted: Any = self._params(compiled, params)
-        else:
-            converted = [self._params(compiled, row) for row in params]
-        if ordinary:
-            return s.exec_driver_sql(compiled.sql, converted)
-        return self._run(s, compiled, converted, not isinstance(params, Mapping))
+            return self._run(s, compiled, self._params(compiled, params), False)
+        return self._run(s, compiled, [self._params(compiled, row) for row in params], True)
 
     @staticmethod
     def _run(conn: Connection, compiled: _Compiled, params: Any, many: bool) -> _Done:
         assert not (many and compiled.returns), "rows back from executemany are not supported"
-        if not conn.in_transaction():
-            conn.begin()  # as Connection.execute's autobegin (SQLite: BEGIN IMMEDIATE)
-        sql = compiled.sql
-        cursor = cast(Any, conn.connection.dbapi_connection).cursor()
-        try:
-            try:
-                if many:
-                    cursor.executemany(sql, params)
-                else:
-                    cursor.execute(sql, params)
-                row = cursor.fetchone() if compiled.returns else None
-                if row is not None and compiled.results is not None:
-                    row = tuple([value if convert is None else convert(value)
-                                 for convert, value in zip(compiled.results, row, strict=True)])
-                if row is not None and cursor.fetchone() is not None:
-                    raise AssertionError(f"more than one row from {sql!r}")
-            except conn.dialect.loaded_dbapi.Error as exc:
-                # Wrapped, evented and (a lost connection) invalidated as execute() would.
-                raise_driver_error(conn, exc, sql, params, cursor)
-            return _Done(cursor.rowcount, row)
-        finally:
-            cursor.close()
+        with driver_cursor(conn) as cursor:
+            if many:
+                cursor.executemany(compiled.sql, params)
+            else:
+                cursor.execute(compiled.sql, params)
+            rows = cursor.fetchall() if compiled.returns else []
+            count = cursor.rowcount
+        if len(rows) > 1:
+            raise AssertionError(f"more than one row from {compiled.sql!r}")
+        row = tuple(rows[0]) if rows else None
+        if row is not None and compiled.results is not None:
+            row = tuple([value if convert is None else convert(value)
+                         for convert, value in zip(compiled.results, row, strict=True)])
+        return _Done(count, row)
 
     @staticmethod
     def _params(compiled: _Compiled, params: Mapping[str, Any]) -> Any:

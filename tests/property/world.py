@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
-import sqlite3
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -47,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import FINAL_CHARGE_STATUSES, Charge, make_engine, make_session_factory
 from scheduler.walk import WalkConfig, walk
+from tests import services
 from tests.property.fake_naver import (
     APPROVAL_TIMEOUT,
     BASE,
@@ -112,16 +112,9 @@ class _Database:
     engine per example would compile every statement of the walk and the engine again."""
 
     def __init__(self) -> None:
-        from models.migrate import upgrade
-
         shm = Path("/dev/shm")
         self.folder = Path(tempfile.mkdtemp(prefix="npay-prop-", dir=shm if shm.is_dir() else None))
-        self.template = self.folder / "template.db"
-        upgrade(f"sqlite:///{self.template}")
-        conn = sqlite3.connect(self.template)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("PRAGMA journal_mode=DELETE")
-        conn.close()
+        self.template = services.migrated_sqlite_file(self.folder / "template.db")
         self.path = self.folder / "npay.db"
         self.engine = make_engine(f"sqlite:///{self.path}")
         self.sessions = make_session_factory(self.engine)
